@@ -1,0 +1,173 @@
+//! CPU matrix products: the `gemm` crate when the feature is on, a blocked loop otherwise.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::par;
+use crate::check::MatmulDims;
+
+/// Strides of one operand of `[rows, cols]` logical shape stored plain or transposed.
+#[derive(Debug, Clone, Copy)]
+struct Operand {
+    /// Offset between consecutive rows of the logical matrix.
+    rs: usize,
+    /// Offset between consecutive columns of the logical matrix.
+    cs: usize,
+}
+
+impl Operand {
+    fn new(rows: usize, cols: usize, transposed: bool) -> Self {
+        if transposed {
+            // Stored as [cols, rows].
+            let _ = cols;
+            Operand { rs: 1, cs: rows }
+        } else {
+            let _ = rows;
+            Operand { rs: cols, cs: 1 }
+        }
+    }
+}
+
+/// `out = op(a) · op(b)` for every batch entry; `out` is `[batch, m, n]`.
+pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, ta: bool, tb: bool) -> Vec<f32> {
+    let (m, n, k) = (d.m, d.n, d.k);
+    let mut out = vec![0.0f32; d.batch * m * n];
+    if m == 0 || n == 0 || d.batch == 0 {
+        return out;
+    }
+    if k == 0 {
+        return out;
+    }
+    // A broadcast right operand and a plain left operand fold the batch into the rows.
+    if !d.b_batched && !ta {
+        product(a, b, &mut out, d.batch * m, n, k, false, tb, true);
+        return out;
+    }
+    let a_stride = m * k;
+    let b_stride = if d.b_batched { k * n } else { 0 };
+    let threads = par::threads();
+    let parallel_batches = threads > 1 && d.batch >= threads && m * n * k >= 1 << 12;
+    if parallel_batches {
+        par::for_rows(
+            &mut out,
+            m * n,
+            usize::MAX / (m * n).max(1),
+            |first, chunk| {
+                for (j, o) in chunk.chunks_mut(m * n).enumerate() {
+                    let i = first + j;
+                    let ai = &a[i * a_stride..(i + 1) * a_stride];
+                    let bi = &b[i * b_stride..i * b_stride + k * n];
+                    product(ai, bi, o, m, n, k, ta, tb, false);
+                }
+            },
+        );
+    } else {
+        for (i, o) in out.chunks_mut(m * n).enumerate() {
+            let ai = &a[i * a_stride..(i + 1) * a_stride];
+            let bi = &b[i * b_stride..i * b_stride + k * n];
+            product(ai, bi, o, m, n, k, ta, tb, true);
+        }
+    }
+    out
+}
+
+/// One product `out[m, n] = op(a)[m, k] · op(b)[k, n]`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    threaded: bool,
+) {
+    let oa = Operand::new(m, k, ta);
+    let ob = Operand::new(k, n, tb);
+    #[cfg(feature = "gemm")]
+    {
+        debug_assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+        let par = if threaded && par::threads() > 1 && m * n * k >= 1 << 15 {
+            gemm::Parallelism::Rayon(par::threads())
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the slices hold at least m·k, k·n and m·n elements (checked by the
+        // caller's shape validation) and the strides address exactly those ranges.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                oa.cs as isize,
+                oa.rs as isize,
+                b.as_ptr(),
+                ob.cs as isize,
+                ob.rs as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+    #[cfg(not(feature = "gemm"))]
+    blocked(a, b, out, m, n, k, oa, ob, threaded);
+}
+
+/// Blocked product without the `gemm` crate: packs `op(b)` row-major once, then
+/// accumulates `out[i, :] += a[i, p] · b[p, :]` over cache-sized blocks of `p`.
+#[cfg(not(feature = "gemm"))]
+#[allow(clippy::too_many_arguments)]
+fn blocked(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    _m: usize,
+    n: usize,
+    k: usize,
+    oa: Operand,
+    ob: Operand,
+    threaded: bool,
+) {
+    const KB: usize = 128;
+    const NB: usize = 512;
+    let mut bp = vec![0.0f32; k * n];
+    for p in 0..k {
+        for j in 0..n {
+            bp[p * n + j] = b[p * ob.rs + j * ob.cs];
+        }
+    }
+    let body = |first: usize, rows: &mut [f32]| {
+        for (r, orow) in rows.chunks_mut(n).enumerate() {
+            let i = first + r;
+            for j0 in (0..n).step_by(NB) {
+                let j1 = (j0 + NB).min(n);
+                for p0 in (0..k).step_by(KB) {
+                    let p1 = (p0 + KB).min(k);
+                    for p in p0..p1 {
+                        let av = a[i * oa.rs + p * oa.cs];
+                        let brow = &bp[p * n + j0..p * n + j1];
+                        for (o, &bv) in orow[j0..j1].iter_mut().zip(brow) {
+                            *o += av * bv;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if threaded {
+        par::for_rows(out, n, k, body);
+    } else {
+        body(0, out);
+    }
+}

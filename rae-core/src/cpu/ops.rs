@@ -1,0 +1,260 @@
+//! Scalar and row kernels of the CPU backend.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::backend::{AdamWStep, PatchOrder, Reduce, Unary};
+use crate::check::CondDims;
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_TANH_C: f32 = 0.044_715;
+const INV_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// Logistic sigmoid.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + libm::expf(-x))
+}
+
+/// `x · sigmoid(x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x * sigmoid(x)
+}
+
+/// The function of a [`Unary`] op.
+#[inline]
+pub fn unary(op: Unary, x: f32) -> f32 {
+    match op {
+        Unary::Silu => silu(x),
+        Unary::GeluErf => 0.5 * x * (1.0 + libm::erff(x * INV_SQRT_2)),
+        Unary::GeluTanh => {
+            let u = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x);
+            0.5 * x * (1.0 + libm::tanhf(u))
+        }
+        Unary::Sigmoid => sigmoid(x),
+        Unary::Square => x * x,
+    }
+}
+
+/// The derivative of a [`Unary`] op at `x`.
+#[inline]
+pub fn unary_grad(op: Unary, x: f32) -> f32 {
+    match op {
+        Unary::Silu => {
+            let s = sigmoid(x);
+            s * (1.0 + x * (1.0 - s))
+        }
+        Unary::GeluErf => {
+            let cdf = 0.5 * (1.0 + libm::erff(x * INV_SQRT_2));
+            let pdf = INV_SQRT_2PI * libm::expf(-0.5 * x * x);
+            cdf + x * pdf
+        }
+        Unary::GeluTanh => {
+            let u = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x);
+            let th = libm::tanhf(u);
+            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x);
+            0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du
+        }
+        Unary::Sigmoid => {
+            let s = sigmoid(x);
+            s * (1.0 - s)
+        }
+        Unary::Square => 2.0 * x,
+    }
+}
+
+/// Reduction of the middle axis of an `[outer, mid, inner]` view.
+pub fn reduce(op: Reduce, x: &[f32], dims: [usize; 3]) -> Vec<f32> {
+    let [outer, mid, inner] = dims;
+    let mut out = vec![0.0f32; outer * inner];
+    for o in 0..outer {
+        let acc = &mut out[o * inner..(o + 1) * inner];
+        for m in 0..mid {
+            let row = &x[(o * mid + m) * inner..(o * mid + m + 1) * inner];
+            match op {
+                Reduce::SumSq => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v),
+                Reduce::Sum | Reduce::Mean => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
+            }
+        }
+        if op == Reduce::Mean && mid > 0 {
+            let inv = 1.0 / mid as f32;
+            acc.iter_mut().for_each(|a| *a *= inv);
+        }
+    }
+    out
+}
+
+/// LayerNorm forward; returns `(y, mean, rstd)`.
+pub fn layernorm(
+    x: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    c: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = if c == 0 { 0 } else { x.len() / c };
+    let mut y = vec![0.0f32; x.len()];
+    let mut means = vec![0.0f32; rows];
+    let mut rstds = vec![0.0f32; rows];
+    for r in 0..rows {
+        let row = &x[r * c..(r + 1) * c];
+        let mean = row.iter().sum::<f32>() / c as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+        let rstd = 1.0 / libm::sqrtf(var + eps);
+        means[r] = mean;
+        rstds[r] = rstd;
+        for j in 0..c {
+            let mut v = (row[j] - mean) * rstd;
+            if let Some(g) = gamma {
+                v *= g[j];
+            }
+            if let Some(b) = beta {
+                v += b[j];
+            }
+            y[r * c + j] = v;
+        }
+    }
+    (y, means, rstds)
+}
+
+/// RMSNorm forward; returns `(y, rstd)`.
+pub fn rmsnorm(x: &[f32], w: Option<&[f32]>, c: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let rows = if c == 0 { 0 } else { x.len() / c };
+    let mut y = vec![0.0f32; x.len()];
+    let mut rstds = vec![0.0f32; rows];
+    for r in 0..rows {
+        let row = &x[r * c..(r + 1) * c];
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / c as f32;
+        let rstd = 1.0 / libm::sqrtf(ms + eps);
+        rstds[r] = rstd;
+        for j in 0..c {
+            y[r * c + j] = row[j] * rstd * w.map_or(1.0, |w| w[j]);
+        }
+    }
+    (y, rstds)
+}
+
+/// Gradients of a normalisation.
+pub struct NormBackward {
+    pub dx: Vec<f32>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+}
+
+/// Shared backward of LayerNorm (`mean` given) and RMSNorm (`mean` absent):
+/// `x̂ = (x − μ)·rstd`, `g = dy·γ`, `dx = rstd·(g − mean(g)·[LN] − x̂·mean(g·x̂))`.
+pub fn norm_backward(
+    x: &[f32],
+    mean: Option<&[f32]>,
+    rstd: &[f32],
+    w: Option<&[f32]>,
+    dy: &[f32],
+    c: usize,
+) -> NormBackward {
+    let rows = rstd.len();
+    let mut dx = vec![0.0f32; x.len()];
+    let mut dw = vec![0.0f32; c];
+    let mut db = vec![0.0f32; c];
+    let mut xhat = vec![0.0f32; c];
+    let mut g = vec![0.0f32; c];
+    for r in 0..rows {
+        let mu = mean.map_or(0.0, |m| m[r]);
+        let rs = rstd[r];
+        let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+        for j in 0..c {
+            xhat[j] = (x[r * c + j] - mu) * rs;
+            let d = dy[r * c + j];
+            g[j] = d * w.map_or(1.0, |w| w[j]);
+            sum_g += g[j];
+            sum_gx += g[j] * xhat[j];
+            dw[j] += d * xhat[j];
+            db[j] += d;
+        }
+        let inv_c = 1.0 / c as f32;
+        let mean_g = if mean.is_some() { sum_g * inv_c } else { 0.0 };
+        let mean_gx = sum_gx * inv_c;
+        for j in 0..c {
+            dx[r * c + j] = rs * (g[j] - mean_g - xhat[j] * mean_gx);
+        }
+    }
+    NormBackward { dx, dw, db }
+}
+
+/// Numerically stable softmax of one row.
+pub fn softmax_row(row: &[f32], out: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = libm::expf(v - max);
+        sum += *o;
+    }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// RoPE on one head vector (§3.4); with `inverse` the transposed rotation (the backward).
+pub fn rope_row(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32], inverse: bool) {
+    for p in 0..x.len() / 2 {
+        let (a, b) = (x[2 * p], x[2 * p + 1]);
+        if inverse {
+            out[2 * p] = a * cos[2 * p] + b * sin[2 * p + 1];
+            out[2 * p + 1] = b * cos[2 * p + 1] - a * sin[2 * p];
+        } else {
+            out[2 * p] = a * cos[2 * p] - b * sin[2 * p];
+            out[2 * p + 1] = b * cos[2 * p + 1] + a * sin[2 * p + 1];
+        }
+    }
+}
+
+/// The conditioning row of token row `row` (`row = b·N + n`).
+#[inline]
+pub fn cond_row(row: usize, d: &CondDims) -> usize {
+    let (b, n) = (row / d.n, row % d.n);
+    b * d.nc + n / d.repeat()
+}
+
+/// Sums `dy` (times `x` when given) over each group of tokens sharing a conditioning row.
+pub fn cond_reduce(dy: &[f32], x: Option<&[f32]>, d: &CondDims) -> Vec<f32> {
+    let mut out = vec![0.0f32; d.b * d.nc * d.c];
+    for row in 0..d.b * d.n {
+        let crow = cond_row(row, d);
+        for j in 0..d.c {
+            let v = dy[row * d.c + j] * x.map_or(1.0, |x| x[row * d.c + j]);
+            out[crow * d.c + j] += v;
+        }
+    }
+    out
+}
+
+/// The Fourier phase `t·w·2·π`, multiplied in the reference's order in f32.
+#[inline]
+pub fn fourier_phase(t: f32, w: f32) -> f32 {
+    t * w * 2.0 * core::f32::consts::PI
+}
+
+/// Position of `(channel, row, column)` inside a flattened patch.
+#[inline]
+pub fn patch_index(order: PatchOrder, c: usize, p: usize, ci: usize, r: usize, s: usize) -> usize {
+    match order {
+        PatchOrder::ChannelFirst => (ci * p + r) * p + s,
+        PatchOrder::ChannelLast => (r * p + s) * c + ci,
+    }
+}
+
+/// AdamW on host slices in PyTorch's operation order.
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamWStep) {
+    let (bc1, bc2) = hp.bias_corrections();
+    let step_size = hp.lr / bc1;
+    let bc2_sqrt = libm::sqrtf(bc2);
+    let decay = 1.0 - hp.lr * hp.weight_decay;
+    for i in 0..p.len() {
+        let gi = g[i] * hp.grad_scale;
+        p[i] *= decay;
+        m[i] += (gi - m[i]) * (1.0 - hp.beta1);
+        v[i] = v[i] * hp.beta2 + gi * gi * (1.0 - hp.beta2);
+        let denom = libm::sqrtf(v[i]) / bc2_sqrt + hp.eps;
+        p[i] -= step_size * m[i] / denom;
+    }
+}

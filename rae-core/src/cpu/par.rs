@@ -1,0 +1,59 @@
+//! A minimal parallel-for over disjoint output chunks: scoped threads under `std`, a plain
+//! loop otherwise or when the work is too small to pay for a thread.
+
+/// Below this many output elements (times the per-element cost hint) work stays on one
+/// thread: spawning costs tens of microseconds.
+const MIN_PARALLEL_WORK: usize = 1 << 16;
+
+/// Number of worker threads the CPU backend uses.
+pub fn threads() -> usize {
+    #[cfg(feature = "std")]
+    {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        static CACHED: AtomicUsize = AtomicUsize::new(0);
+        let c = CACHED.load(Ordering::Relaxed);
+        if c != 0 {
+            return c;
+        }
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .max(1);
+        CACHED.store(n, Ordering::Relaxed);
+        n
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        1
+    }
+}
+
+/// Calls `f(first_row, rows)` on disjoint groups of `row_len`-sized rows of `out`, in
+/// parallel when `out.len() · cost` is large. `f` gets the index of its first row and the
+/// mutable slice of its rows.
+pub fn for_rows<F>(out: &mut [f32], row_len: usize, cost: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if row_len == 0 || out.is_empty() {
+        return;
+    }
+    let rows = out.len() / row_len;
+    let t = threads();
+    if t <= 1 || rows < 2 || out.len().saturating_mul(cost.max(1)) < MIN_PARALLEL_WORK {
+        f(0, out);
+        return;
+    }
+    #[cfg(feature = "std")]
+    {
+        let per = rows.div_ceil(t);
+        std::thread::scope(|s| {
+            for (i, chunk) in out.chunks_mut(per * row_len).enumerate() {
+                let f = &f;
+                s.spawn(move || f(i * per, chunk));
+            }
+        });
+    }
+    #[cfg(not(feature = "std"))]
+    f(0, out);
+}
