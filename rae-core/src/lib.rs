@@ -24,7 +24,12 @@ pub mod backend;
 pub mod check;
 pub mod cpu;
 pub mod error;
+pub mod flow;
+pub mod json;
+pub mod metrics;
+pub mod optim;
 pub mod rng;
+pub mod safetensors;
 pub mod shape;
 pub mod tensor;
 

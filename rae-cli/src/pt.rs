@@ -1,0 +1,1 @@
+//! Placeholder: PyTorch .pt reading.
