@@ -27,6 +27,8 @@ pub mod error;
 pub mod flow;
 pub mod json;
 pub mod metrics;
+pub mod models;
+pub mod nn;
 pub mod optim;
 pub mod rng;
 pub mod safetensors;

@@ -3,3 +3,5 @@
 //! Cross-crate tests: parity with the reference fixtures, the backend conformance suite
 //! (written once, run on every backend present) and end-to-end runs of `rae-cli`. Shared
 //! helpers live here; the tests are under `tests/tests/`.
+
+pub mod util;
