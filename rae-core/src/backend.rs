@@ -27,6 +27,8 @@ pub enum Unary {
     Sigmoid,
     /// `x · x`.
     Square,
+    /// `|x|` (derivative `sign(x)`, 0 at 0): the L1 reconstruction loss of §2.7.2.
+    Abs,
 }
 
 /// Element-wise binary operations on two tensors of the same shape.

@@ -34,6 +34,7 @@ pub mod rng;
 pub mod safetensors;
 pub mod shape;
 pub mod tensor;
+pub mod train;
 
 pub use backend::{Backend, Binary, PatchOrder, Reduce, Unary};
 pub use cpu::CpuBackend;

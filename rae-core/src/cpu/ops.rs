@@ -35,6 +35,7 @@ pub fn unary(op: Unary, x: f32) -> f32 {
         }
         Unary::Sigmoid => sigmoid(x),
         Unary::Square => x * x,
+        Unary::Abs => libm::fabsf(x),
     }
 }
 
@@ -62,6 +63,15 @@ pub fn unary_grad(op: Unary, x: f32) -> f32 {
             s * (1.0 - s)
         }
         Unary::Square => 2.0 * x,
+        Unary::Abs => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
     }
 }
 

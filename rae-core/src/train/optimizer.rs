@@ -1,0 +1,103 @@
+//! The optimiser plumbing of one training step: global-norm clipping, AdamW at the
+//! scheduled rate, EMA (§5.1, §2.7.7).
+
+use alloc::format;
+use alloc::vec::Vec;
+
+use super::{all_params, set_params, trainable_params};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::nn::{Grads, Module};
+use crate::optim::{clip_coefficient, global_grad_norm, AdamW, AdamWConfig, Ema, LrSchedule};
+use crate::tensor::Tensor;
+
+/// Hyper-parameters of the optimiser side of training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerConfig {
+    /// AdamW constants.
+    pub adamw: AdamWConfig,
+    /// Learning rate per step.
+    pub schedule: LrSchedule,
+    /// Global gradient-norm bound (`None`: no clipping; stage 2 uses 1.0).
+    pub clip: Option<f32>,
+    /// EMA decay (0.9995 stage 2, 0.9978 stage 1).
+    pub ema_decay: f32,
+}
+
+/// What an optimiser step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Learning rate used.
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// AdamW state, EMA copy and step counter for one model.
+#[derive(Debug, Clone)]
+pub struct Optimizer<B: Backend> {
+    /// Hyper-parameters.
+    pub config: OptimizerConfig,
+    /// AdamW moments, one per trainable parameter in visiting order.
+    pub adamw: AdamW<B>,
+    /// EMA of every parameter in visiting order.
+    pub ema: Ema<B>,
+}
+
+impl<B: Backend> Optimizer<B> {
+    /// Fresh state for `model` (EMA = exact copy of the model, §5.1).
+    pub fn new<M: Module<B>>(b: &B, model: &M, config: OptimizerConfig) -> Result<Self> {
+        let adamw = AdamW::new(b, config.adamw, &trainable_params(model))?;
+        let ema = Ema::new(&all_params(model), config.ema_decay)?;
+        Ok(Optimizer { config, adamw, ema })
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn step(&self) -> u64 {
+        self.adamw.steps_taken()
+    }
+
+    /// Clips, updates `model` with AdamW at the scheduled rate and updates the EMA. A
+    /// missing gradient for a trainable parameter is an error naming it; a non-finite
+    /// gradient norm is [`Error::NonFinite`] and leaves the model untouched.
+    pub fn apply<M: Module<B>>(&mut self, b: &B, model: &mut M, grads: &Grads<B>) -> Result<StepReport> {
+        let mut gs = Vec::new();
+        let mut missing = None;
+        model.visit(&mut |p| {
+            if p.trainable() {
+                match grads.get(&p.name) {
+                    Some(g) => gs.push(g.clone()),
+                    None => {
+                        if missing.is_none() {
+                            missing = Some(p.name.clone());
+                        }
+                    }
+                }
+            }
+        });
+        if let Some(name) = missing {
+            return Err(Error::invalid("optimizer", format!("no gradient for trainable parameter {name}")));
+        }
+        let norm = global_grad_norm(b, &gs)?;
+        if !norm.is_finite() {
+            return Err(Error::NonFinite { what: format!("gradient norm at step {}", self.step() + 1) });
+        }
+        let scale = match self.config.clip {
+            Some(max) => clip_coefficient(norm, max),
+            None => 1.0,
+        };
+        let lr = self.config.schedule.lr(self.step());
+        let mut params: Vec<Tensor<B>> = trainable_params(model);
+        self.adamw.step(b, &mut params, &gs, lr, scale)?;
+        set_params(model, &params, true);
+        self.ema.update(b, &all_params(model))?;
+        Ok(StepReport { lr, grad_norm: norm })
+    }
+
+    /// A copy of `model` carrying the EMA weights.
+    pub fn ema_model<M: Module<B> + Clone>(&self, model: &M) -> M {
+        let mut m = model.clone();
+        set_params(&mut m, self.ema.params(), false);
+        m
+    }
+}

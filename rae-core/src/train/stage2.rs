@@ -1,0 +1,70 @@
+//! One stage-2 step (§4.1–§4.3, §5.1, §7.3): times from the training distribution with the
+//! dimension shift, `x_t = (1 − t)·z + t·ε`, velocity target `ε − z`, label dropout, MSE
+//! loss over all elements, backward, then [`Optimizer::apply`].
+
+use alloc::format;
+use alloc::vec::Vec;
+
+use super::{Optimizer, RngState, StepReport};
+use crate::backend::{Backend, Binary};
+use crate::error::{Error, Result};
+use crate::flow::{interpolate, shift, TimeDist};
+use crate::models::{DitDh, Mode};
+use crate::nn::Grads;
+
+/// Stage-2 settings that are not the model's or the optimiser's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage2Config {
+    /// Training time distribution before the shift (§4.2).
+    pub time_dist: TimeDist,
+    /// Dimension-dependent shift factor `s` (§4.3; 1 disables it).
+    pub shift: f64,
+    /// Probability of replacing a label by the null class (0.1, §3.2).
+    pub label_dropout: f32,
+}
+
+/// Runs one training step of `model` on normalised latents `z` `[B, C, H, W]` with class
+/// labels `labels`. A non-finite loss is [`Error::NonFinite`] and leaves the model and the
+/// optimiser untouched (the caller keeps its last good checkpoint).
+pub fn stage2_step<B: Backend>(
+    b: &B,
+    model: &mut DitDh<B>,
+    opt: &mut Optimizer<B>,
+    rng: &mut RngState,
+    cfg: &Stage2Config,
+    z: &crate::tensor::Tensor<B>,
+    labels: &[u32],
+) -> Result<(f32, StepReport)> {
+    let bs = z.dims().first().copied().unwrap_or(0);
+    if bs == 0 || labels.len() != bs {
+        return Err(Error::invalid(
+            "stage-2 step",
+            format!("{} labels for a batch of {bs} latents", labels.len()),
+        ));
+    }
+    let null = model.config.num_classes as u32;
+    let t: Vec<f32> = (0..bs)
+        .map(|_| shift(cfg.time_dist.sample(&mut rng.time) as f64, cfg.shift) as f32)
+        .collect();
+    let y: Vec<u32> = labels
+        .iter()
+        .map(|&l| if rng.label_drop.uniform() < cfg.label_dropout { null } else { l })
+        .collect();
+    let offset = rng.noise.advance(z.numel() as u64);
+    let eps = b.fill_normal(z.dims(), rng.noise.key, offset)?;
+    let xt = interpolate(b, z, &eps, &t)?;
+    let target = b.binary(Binary::Sub, &eps, z)?;
+    let (v, saved) = model.forward(b, &xt, &t, &y, Mode::Train)?;
+    let diff = b.binary(Binary::Sub, &v, &target)?;
+    let n = diff.numel() as f32;
+    let loss = b.scalar(&b.sum_sq_all(&diff)?)? / n;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite { what: format!("the stage-2 loss at step {}", opt.step() + 1) });
+    }
+    let dv = b.scale(&diff, 2.0 / n)?;
+    let mut grads = Grads::new();
+    let saved = saved.ok_or_else(|| Error::invalid("stage-2 step", "training forward kept no activations"))?;
+    model.backward(b, &saved, &dv, &mut grads)?;
+    let report = opt.apply(b, model, &grads)?;
+    Ok((loss, report))
+}
