@@ -1,4 +1,16 @@
 //! Library side of `rae-cli`: file formats, data, checkpoints and the commands, so the
 //! binary stays a thin argument parser and tests can call the pieces directly.
 
+pub mod backends;
+pub mod ckpt;
+pub mod cli;
+pub mod commands;
+pub mod data;
+pub mod errors;
+pub mod files;
+pub mod image_io;
+pub mod presets;
+pub mod progress;
 pub mod pt;
+
+pub use errors::{CliError, CliResult};

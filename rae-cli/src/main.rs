@@ -1,5 +1,40 @@
 //! `rae-cli`: training and sampling of RAE + DiT-DH from the command line.
 
+use clap::Parser;
+use rae_cli::backends::{dispatch, BackendChoice};
+use rae_cli::cli::{Cli, Command};
+use rae_cli::commands::{codec, sample, stats, tools, train};
+use rae_cli::CliResult;
+
+fn run(cli: Cli) -> CliResult<()> {
+    let choice: BackendChoice = cli.backend.parse()?;
+    match cli.command {
+        Command::Train(a) => dispatch(choice, cli.device, train::TrainJob(a)),
+        Command::Sample(a) => dispatch(choice, cli.device, sample::SampleJob(a)).map(|_| ()),
+        Command::Encode(a) => dispatch(choice, cli.device, codec::EncodeJob(a)),
+        Command::Decode(a) => dispatch(choice, cli.device, codec::DecodeJob(a)),
+        Command::Reconstruct(a) => {
+            dispatch(choice, cli.device, codec::ReconstructJob(a)).map(|_| ())
+        }
+        Command::Stats(a) => dispatch(choice, cli.device, stats::StatsJob(a)),
+        Command::Inspect { file } => {
+            for line in tools::inspect(&file)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Convert { input, output } => {
+            let n = tools::convert(&input, &output)?;
+            eprintln!("wrote {n} tensors to {}", output.display());
+            Ok(())
+        }
+    }
+}
+
 fn main() {
-    println!("rae-cli");
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,143 @@
+//! Choosing the compute backend: `--backend cpu|wgpu|cuda` or the best one present.
+
+use std::fmt;
+
+use rae_core::{Backend, CpuBackend};
+
+use crate::errors::{CliError, CliResult};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The best backend present: CUDA, then a WGPU hardware adapter, then the CPU.
+    #[default]
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// WGPU (a GPU, or a CPU adapter such as lavapipe when it is the only one).
+    Wgpu,
+    /// CUDA.
+    Cuda,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = CliError;
+    fn from_str(s: &str) -> Result<Self, CliError> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "cpu" => Ok(BackendChoice::Cpu),
+            "wgpu" => Ok(BackendChoice::Wgpu),
+            "cuda" => Ok(BackendChoice::Cuda),
+            other => Err(CliError::new(format!(
+                "--backend {other:?}: unknown backend (choose cpu, wgpu, cuda or auto)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Wgpu => "wgpu",
+            BackendChoice::Cuda => "cuda",
+        })
+    }
+}
+
+/// Work that runs on whichever backend was chosen.
+pub trait Job {
+    /// What the job returns.
+    type Output;
+    /// Runs on backend `b`.
+    fn run<B: Backend>(self, b: &B) -> CliResult<Self::Output>;
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(device: usize) -> CliResult<rae_backend_cuda::CudaBackend> {
+    rae_backend_cuda::CudaBackend::new(device)
+        .map_err(|e| CliError::new(format!("--backend cuda: {e}")))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu(
+    device: Option<usize>,
+    allow_cpu_adapter: bool,
+) -> CliResult<rae_backend_wgpu::WgpuBackend> {
+    let opts = rae_backend_wgpu::WgpuOptions {
+        device,
+        force_cpu_adapter: false,
+        allow_cpu_adapter,
+    };
+    rae_backend_wgpu::WgpuBackend::new(opts)
+        .map_err(|e| CliError::new(format!("--backend wgpu: {e}")))
+}
+
+fn announce<B: Backend>(b: &B, device: Option<usize>) {
+    match device {
+        Some(d) => eprintln!("backend: {} (device {d})", b.name()),
+        None => eprintln!("backend: {}", b.name()),
+    }
+}
+
+/// Runs `job` on the chosen backend, printing which one (and which device) it uses. A
+/// backend that is not compiled in or not present is an error that says so.
+pub fn dispatch<J: Job>(
+    choice: BackendChoice,
+    device: Option<usize>,
+    job: J,
+) -> CliResult<J::Output> {
+    match choice {
+        BackendChoice::Cpu => {
+            let b = CpuBackend::new();
+            announce(&b, None);
+            job.run(&b)
+        }
+        BackendChoice::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                let b = cuda(device.unwrap_or(0))?;
+                announce(&b, Some(device.unwrap_or(0)));
+                job.run(&b)
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = device;
+                Err(CliError::new(
+                    "--backend cuda: this rae-cli was built without the `cuda` feature",
+                ))
+            }
+        }
+        BackendChoice::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                let b = wgpu(device, true)?;
+                announce(&b, device);
+                job.run(&b)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = device;
+                Err(CliError::new(
+                    "--backend wgpu: this rae-cli was built without the `wgpu` feature",
+                ))
+            }
+        }
+        BackendChoice::Auto => {
+            #[cfg(feature = "cuda")]
+            if let Ok(b) = cuda(device.unwrap_or(0)) {
+                announce(&b, Some(device.unwrap_or(0)));
+                return job.run(&b);
+            }
+            #[cfg(feature = "wgpu")]
+            if let Ok(b) = wgpu(device, false) {
+                announce(&b, device);
+                return job.run(&b);
+            }
+            let b = CpuBackend::new();
+            announce(&b, None);
+            job.run(&b)
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Writing files so that an interrupted or failed write never destroys the previous
+//! version: write a temporary file beside the target, flush it to disk, then rename.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rae_core::nn::HostTensors;
+
+use crate::errors::{io_error, CliError, CliResult};
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| String::from("out"));
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename). On failure the
+/// temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)
+            .map_err(|e| io_error("cannot create the output folder", dir, &e))?;
+    }
+    let tmp = temp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error("cannot write", path, &e)
+            .context("the previous version (if any) is unchanged"));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_error("cannot move the new file into place at", path, &e)
+    })
+}
+
+/// Writes named tensors and metadata as a safetensors file, atomically.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &HostTensors,
+    metadata: &[(String, String)],
+) -> CliResult<()> {
+    let bytes = tensors
+        .to_safetensors(metadata)
+        .map_err(|e| CliError::from(e).context(format!("serialising {}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Checks early that `dir` can be created and written, so a run fails before training
+/// instead of at its first checkpoint.
+pub fn check_writable_dir(dir: &Path) -> CliResult<()> {
+    fs::create_dir_all(dir).map_err(|e| io_error("cannot create the output folder", dir, &e))?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    fs::write(&probe, b"ok")
+        .map_err(|e| io_error("the output folder is not writable:", dir, &e))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Representation autoencoders + DiT-DH: train and sample on CPU, WGPU or CUDA.
+#[derive(Debug, Parser)]
+#[command(name = "rae-cli", version, about, long_about = None)]
+pub struct Cli {
+    /// Compute backend: cpu, wgpu, cuda, or auto (the best one present).
+    #[arg(long, global = true, default_value = "auto")]
+    pub backend: String,
+    /// Device index for GPU backends.
+    #[arg(long, global = true)]
+    pub device: Option<usize>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train: with no data and no weights, the built-in tiny pipeline (encoder, decoder,
+    /// statistics, DiT-DH) on the built-in dataset; else stage 2 (or --stage 1).
+    Train(TrainArgs),
+    /// Draw class-conditional samples from a trained DiT-DH and write PNGs and a grid.
+    Sample(SampleArgs),
+    /// Encode images to latents (safetensors).
+    Encode(EncodeArgs),
+    /// Decode latents (safetensors) to PNG images.
+    Decode(DecodeArgs),
+    /// Encode then decode images (reconstructions), printing PSNR.
+    Reconstruct(ReconstructArgs),
+    /// Latent mean and variance per element over a dataset.
+    Stats(StatsArgs),
+    /// List the tensors of a safetensors or PyTorch file.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Convert a PyTorch checkpoint (or safetensors) to safetensors.
+    Convert {
+        /// Input file.
+        input: PathBuf,
+        /// Output safetensors file.
+        output: PathBuf,
+    },
+}
+
+/// Where a RAE comes from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RaeArgs {
+    /// A RAE folder (encoder/, decoder.safetensors, stats.safetensors).
+    #[arg(long)]
+    pub rae: Option<PathBuf>,
+    /// HuggingFace encoder folder (overrides the RAE folder's).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    /// Decoder weights (.safetensors or .pt).
+    #[arg(long)]
+    pub decoder: Option<PathBuf>,
+    /// Decoder configuration: a config.json or a preset (B, L, XL).
+    #[arg(long)]
+    pub decoder_config: Option<String>,
+    /// Latent statistics (.safetensors or the reference stat.pt).
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// Encoder input size (default: decoder grid × encoder patch, e.g. 224).
+    #[arg(long)]
+    pub encoder_input_size: Option<usize>,
+}
+
+impl RaeArgs {
+    /// Whether any RAE location was given.
+    pub fn given(&self) -> bool {
+        self.rae.is_some() || self.encoder.is_some() || self.decoder.is_some()
+    }
+}
+
+/// Data options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DataArgs {
+    /// Image folder with one subfolder per class (PNG/JPEG). Default: the built-in dataset.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Image side for --data (ADM centre crop). Default: the decoder's output size.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Number of images of the built-in dataset.
+    #[arg(long, default_value_t = 2000)]
+    pub builtin_size: usize,
+}
+
+/// `train` options.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// 1 trains the decoder, 2 the DiT-DH. Default: the whole tiny pipeline when no RAE is
+    /// given, else stage 2.
+    #[arg(long)]
+    pub stage: Option<u8>,
+    /// RAE location.
+    #[command(flatten)]
+    pub rae: RaeArgs,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Latents written by `encode` (stage 2 without on-the-fly encoding).
+    #[arg(long)]
+    pub latents: Option<PathBuf>,
+    /// DiT preset: tiny, S, B, L, XL.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Optimiser steps of this stage (stage 2 in the pipeline).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Decoder steps of the pipeline's stage 1.
+    #[arg(long)]
+    pub stage1_steps: Option<u64>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Base learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Final learning rate of the decay.
+    #[arg(long)]
+    pub final_lr: Option<f64>,
+    /// Warm-up steps.
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// EMA decay.
+    #[arg(long)]
+    pub ema_decay: Option<f32>,
+    /// Gradient-norm clip (0 disables).
+    #[arg(long)]
+    pub clip: Option<f32>,
+    /// Seed of everything random in the run.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Output folder.
+    #[arg(long, default_value = "runs/default")]
+    pub out: PathBuf,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Start over even if --out holds a checkpoint.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 500)]
+    pub ckpt_every: u64,
+    /// Write a sample grid every N steps (stage 2; 0 = only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub sample_every: u64,
+    /// Log a line every N steps.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+    /// Noise scale τ of decoder training (stage 1).
+    #[arg(long, default_value_t = 0.8)]
+    pub noise_tau: f32,
+    /// Noise level rule of decoder training: uniform (reference code) or half-normal (paper).
+    #[arg(long, default_value = "uniform")]
+    pub noise_rule: String,
+    /// Training time distribution: uniform or logit-normal_MU_SIGMA.
+    #[arg(long, default_value = "logit-normal_0_1")]
+    pub time_dist: String,
+    /// Shift base dimension (4096; 0 disables the shift).
+    #[arg(long, default_value_t = 4096)]
+    pub shift_base: usize,
+    /// Sampling steps of the preview grids.
+    #[arg(long, default_value_t = 25)]
+    pub sample_steps: usize,
+    /// Guidance scale of the preview grids.
+    #[arg(long, default_value_t = 1.0)]
+    pub sample_cfg: f32,
+}
+
+/// `sample` options.
+#[derive(Debug, Clone, Args)]
+pub struct SampleArgs {
+    /// DiT-DH checkpoint (its EMA weights are used when present). Default:
+    /// runs/default/dit-train.safetensors.
+    #[arg(long)]
+    pub ckpt: Option<PathBuf>,
+    /// DiT configuration (JSON) or preset when the checkpoint carries none.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// RAE location (default: the `rae` folder beside the checkpoint).
+    #[command(flatten)]
+    pub rae: RaeArgs,
+    /// euler, heun, sde or sde-heun.
+    #[arg(long, default_value = "euler")]
+    pub sampler: String,
+    /// Grid points (N points, N − 1 steps).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Guidance scale (classifier-free, or AutoGuidance with --guidance-model).
+    #[arg(long, default_value_t = 1.0)]
+    pub cfg_scale: f32,
+    /// Guidance interval in flow time, "MIN,MAX".
+    #[arg(long, default_value = "0,1")]
+    pub cfg_interval: String,
+    /// Guide model for AutoGuidance (a DiT-DH checkpoint).
+    #[arg(long)]
+    pub guidance_model: Option<PathBuf>,
+    /// One class to sample.
+    #[arg(long)]
+    pub class: Option<u32>,
+    /// Classes to sample, comma-separated (default: every class).
+    #[arg(long)]
+    pub classes: Option<String>,
+    /// Samples per class.
+    #[arg(long, default_value_t = 4)]
+    pub num: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder.
+    #[arg(long, default_value = "runs/default/samples")]
+    pub out: PathBuf,
+    /// Start from noise stored in a safetensors file (tensor `noise`, [n, C, H, W]).
+    #[arg(long)]
+    pub init_noise: Option<PathBuf>,
+    /// Write the final latents to this safetensors file.
+    #[arg(long)]
+    pub save_latents: Option<PathBuf>,
+    /// Shift base dimension (4096; 0 disables the shift).
+    #[arg(long, default_value_t = 4096)]
+    pub shift_base: usize,
+}
+
+/// `encode` options.
+#[derive(Debug, Clone, Args)]
+pub struct EncodeArgs {
+    /// RAE location (default runs/default/rae).
+    #[command(flatten)]
+    pub rae: RaeArgs,
+    /// Images: a class folder tree (--data), or image files.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Image files to encode (instead of --data).
+    pub images: Vec<PathBuf>,
+    /// Output safetensors (latents [N, C, h, w] and labels).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+/// `decode` options.
+#[derive(Debug, Clone, Args)]
+pub struct DecodeArgs {
+    /// RAE location.
+    #[command(flatten)]
+    pub rae: RaeArgs,
+    /// Latents file (tensor `latents`).
+    pub latents: PathBuf,
+    /// Output folder for PNGs.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `reconstruct` options.
+#[derive(Debug, Clone, Args)]
+pub struct ReconstructArgs {
+    /// RAE location.
+    #[command(flatten)]
+    pub rae: RaeArgs,
+    /// Image files.
+    pub images: Vec<PathBuf>,
+    /// Output folder for PNGs.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `stats` options.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// RAE location (its statistics are ignored).
+    #[command(flatten)]
+    pub rae: RaeArgs,
+    /// Data.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Use the reference's running-average rule (momentum 0.1 per batch, §2.4.1) instead of
+    /// exact moments.
+    #[arg(long)]
+    pub running: bool,
+    /// Random horizontal flips (the reference computes its statistics with them).
+    #[arg(long)]
+    pub flip: bool,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Seed of the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output safetensors with `mean` and `var`.
+    #[arg(long)]
+    pub out: PathBuf,
+}

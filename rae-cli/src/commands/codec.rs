@@ -1,0 +1,169 @@
+//! `encode`, `decode` and `reconstruct`: images ↔ latents through a RAE (§7.1, §7.2).
+
+use std::path::{Path, PathBuf};
+
+use rae_core::metrics::psnr;
+use rae_core::safetensors::TensorOut;
+use rae_core::Backend;
+
+use crate::backends::Job;
+use crate::ckpt::write_atomic;
+use crate::cli::{DecodeArgs, EncodeArgs, RaeArgs, ReconstructArgs};
+use crate::data::{load_batch, Dataset, ImageFolder};
+use crate::errors::{CliError, CliResult};
+use crate::files::load_tensor_file;
+use crate::image_io::{adm_center_crop, grid, load_rgb, save_png, to_chw};
+use crate::presets;
+
+fn rae_for<B: Backend>(b: &B, r: &RaeArgs) -> CliResult<rae_core::models::Rae<B>> {
+    let paths = super::train::resolve_rae(r, Some(Path::new("runs/default/rae")))?;
+    presets::load_rae(b, &paths)
+}
+
+fn load_files(files: &[PathBuf], size: usize) -> CliResult<Vec<f32>> {
+    let mut out = Vec::new();
+    for f in files {
+        let img = load_rgb(f)?;
+        out.extend(to_chw(&adm_center_crop(&img, size as u32), false));
+    }
+    Ok(out)
+}
+
+/// The `encode` command.
+#[derive(Debug)]
+pub struct EncodeJob(pub EncodeArgs);
+
+impl Job for EncodeJob {
+    type Output = ();
+    fn run<B: Backend>(self, b: &B) -> CliResult<()> {
+        let a = self.0;
+        let rae = rae_for(b, &a.rae)?;
+        let size = a.data.image_size.unwrap_or(rae.decoder.config.image_size);
+        let (images, labels, classes): (Vec<f32>, Vec<i64>, Vec<String>) =
+            match (&a.data.data, a.images.is_empty()) {
+                (Some(dir), true) => {
+                    let ds = ImageFolder::open(dir, size)?;
+                    let items: Vec<(usize, bool)> = (0..ds.len()).map(|i| (i, false)).collect();
+                    let (imgs, labels) = load_batch(&ds, &items)?;
+                    (
+                        imgs,
+                        labels.into_iter().map(i64::from).collect(),
+                        ds.classes().to_vec(),
+                    )
+                }
+                (None, false) => (
+                    load_files(&a.images, size)?,
+                    vec![0; a.images.len()],
+                    vec![],
+                ),
+                _ => {
+                    return Err(CliError::new(
+                        "encode: give either --data DIR or image files",
+                    ))
+                }
+            };
+        let n = labels.len();
+        let per = 3 * size * size;
+        let [c, h, w] = rae.latent_dims();
+        let mut latents = Vec::with_capacity(n * c * h * w);
+        for start in (0..n).step_by(a.batch_size.max(1)) {
+            let m = a.batch_size.max(1).min(n - start);
+            let x = b.upload(&images[start * per..(start + m) * per], &[m, 3, size, size])?;
+            latents.extend(b.download(&rae.encode(b, &x)?)?);
+        }
+        let shape = [n, c, h, w];
+        let normalized = rae.stats.is_some();
+        let meta = vec![
+            ("format".to_string(), "rae-latents".to_string()),
+            ("normalized".to_string(), normalized.to_string()),
+            ("num_classes".to_string(), classes.len().max(1).to_string()),
+            (
+                "classes".to_string(),
+                rae_core::json::JsonValue::array(classes.iter().map(String::as_str))
+                    .to_json_string()?,
+            ),
+        ];
+        let bytes = rae_core::safetensors::serialize(
+            &[
+                TensorOut::f32("latents", &shape, &latents),
+                TensorOut::i64("labels", &[n], &labels),
+            ],
+            &meta,
+        )?;
+        write_atomic(&a.out, &bytes)?;
+        eprintln!(
+            "encoded {n} images to latents {:?} ({}) -> {}",
+            [c, h, w],
+            if normalized {
+                "normalised"
+            } else {
+                "not normalised"
+            },
+            a.out.display()
+        );
+        Ok(())
+    }
+}
+
+/// The `decode` command.
+#[derive(Debug)]
+pub struct DecodeJob(pub DecodeArgs);
+
+impl Job for DecodeJob {
+    type Output = ();
+    fn run<B: Backend>(self, b: &B) -> CliResult<()> {
+        let a = self.0;
+        let rae = rae_for(b, &a.rae)?;
+        let f = load_tensor_file(&a.latents)?;
+        let lat = f.tensors.get("latents").ok_or_else(|| {
+            CliError::new(format!("{} has no tensor \"latents\"", a.latents.display()))
+        })?;
+        let z = b.upload(&lat.data, &lat.shape)?;
+        let imgs = super::train::decode_images(b, &rae, &z)?;
+        write_images(&a.out, &imgs)?;
+        eprintln!("decoded {} latents -> {}", imgs.len(), a.out.display());
+        Ok(())
+    }
+}
+
+fn write_images(out: &Path, imgs: &[image::RgbImage]) -> CliResult<()> {
+    crate::ckpt::check_writable_dir(out)?;
+    for (i, img) in imgs.iter().enumerate() {
+        save_png(&out.join(format!("{i:06}.png")), img)?;
+    }
+    save_png(
+        &out.join("grid.png"),
+        &grid(imgs, (imgs.len() as f64).sqrt().ceil() as usize),
+    )
+}
+
+/// The `reconstruct` command.
+#[derive(Debug)]
+pub struct ReconstructJob(pub ReconstructArgs);
+
+impl Job for ReconstructJob {
+    type Output = Vec<f64>;
+    fn run<B: Backend>(self, b: &B) -> CliResult<Vec<f64>> {
+        let a = self.0;
+        if a.images.is_empty() {
+            return Err(CliError::new("reconstruct: give image files"));
+        }
+        let rae = rae_for(b, &a.rae)?;
+        let size = rae.decoder.config.image_size;
+        let images = load_files(&a.images, size)?;
+        let n = a.images.len();
+        let x = b.upload(&images, &[n, 3, size, size])?;
+        let z = rae.encode(b, &x)?;
+        let imgs = super::train::decode_images(b, &rae, &z)?;
+        let per = 3 * size * size;
+        let mut scores = Vec::new();
+        for (i, img) in imgs.iter().enumerate() {
+            let rec = to_chw(img, false);
+            let p = psnr(&images[i * per..(i + 1) * per], &rec)?;
+            eprintln!("{}: PSNR {p:.2} dB", a.images[i].display());
+            scores.push(p);
+        }
+        write_images(&a.out, &imgs)?;
+        Ok(scores)
+    }
+}

@@ -1,0 +1,8 @@
+//! The commands of `rae-cli`.
+
+pub mod codec;
+pub mod generate;
+pub mod sample;
+pub mod stats;
+pub mod tools;
+pub mod train;

@@ -1,0 +1,301 @@
+//! Model presets and how a RAE (encoder + decoder + statistics) is found on disk.
+//!
+//! A RAE folder holds `encoder/config.json` + `encoder/model.safetensors` (a HuggingFace
+//! DINOv2-with-registers folder), `decoder.safetensors` (or `.pt`) with its configuration in
+//! the metadata key `config` or in `decoder_config.json`, and `stats.safetensors` (or the
+//! reference `stat.pt`) with `mean` and `var`.
+
+use std::path::{Path, PathBuf};
+
+use rae_core::json::JsonValue;
+use rae_core::models::rae::{IMAGENET_MEAN, IMAGENET_STD};
+use rae_core::models::{
+    DecoderConfig, Dinov2Config, Dinov2Encoder, DitConfig, LatentStats, Rae, RaeDecoder,
+};
+use rae_core::nn::{Init, Module};
+use rae_core::Backend;
+
+use crate::errors::{CliError, CliResult, Context};
+use crate::files::{load_json, load_tensor_file, pick_weights};
+
+/// The tiny encoder of the built-in default: DINOv2-style, 32×32 input, patch 4 (8×8
+/// tokens), width 32, one layer, 4 registers. Random and frozen (seeded).
+pub fn tiny_encoder() -> Dinov2Config {
+    Dinov2Config {
+        hidden_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        mlp_ratio: 2.0,
+        patch_size: 4,
+        image_size: 32,
+        num_register_tokens: 4,
+        layer_norm_eps: 1e-6,
+        layerscale_value: 0.1,
+        act: rae_core::Unary::GeluErf,
+    }
+}
+
+/// The tiny decoder of the built-in default: width 64, 2 layers, patch 4, 32×32 output.
+pub fn tiny_decoder() -> DecoderConfig {
+    DecoderConfig {
+        hidden_size: 32,
+        decoder_hidden_size: 64,
+        decoder_num_hidden_layers: 2,
+        decoder_num_attention_heads: 4,
+        decoder_intermediate_size: 128,
+        patch_size: 4,
+        image_size: 32,
+        layer_norm_eps: 1e-12,
+        num_channels: 3,
+    }
+}
+
+/// The tiny DiT-DH of the built-in default: 8×8×32 latents, backbone 64 wide × 2, head
+/// 128 wide × 1 (the head is wider than the token dimension, as the paper requires).
+pub fn tiny_dit(num_classes: usize) -> DitConfig {
+    DitConfig {
+        input_size: 8,
+        patch_size: 1,
+        in_channels: 32,
+        hidden_enc: 64,
+        hidden_dec: 128,
+        depth_enc: 2,
+        depth_dec: 1,
+        heads_enc: 4,
+        heads_dec: 4,
+        mlp_ratio: 4.0,
+        class_dropout_prob: 0.1,
+        num_classes,
+        use_pos_embed: true,
+    }
+}
+
+/// A DiT configuration from a preset name (`tiny`, `S`, `B`, `L`, `XL`) adapted to the
+/// latent shape `[C, g, g]` and the number of classes.
+pub fn dit_preset(name: &str, latent: [usize; 3], num_classes: usize) -> CliResult<DitConfig> {
+    let mut cfg = if name.eq_ignore_ascii_case("tiny") {
+        tiny_dit(num_classes)
+    } else {
+        DitConfig::by_name(name).ok_or_else(|| {
+            CliError::new(format!(
+                "--model {name:?}: unknown preset (use tiny, S, B, L or XL)"
+            ))
+        })?
+    };
+    cfg.in_channels = latent[0];
+    cfg.input_size = latent[1];
+    cfg.num_classes = num_classes;
+    cfg.validate("--model").map_err(CliError::from)?;
+    Ok(cfg)
+}
+
+/// Where the parts of a RAE are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaePaths {
+    /// HuggingFace encoder folder (`config.json`, `model.safetensors`).
+    pub encoder: PathBuf,
+    /// Decoder weights.
+    pub decoder: PathBuf,
+    /// Decoder configuration: a JSON file, a preset name (`B`, `L`, `XL`), or `None` to
+    /// read it from the weights' metadata.
+    pub decoder_config: Option<String>,
+    /// Latent statistics (`None`: latents are not normalised).
+    pub stats: Option<PathBuf>,
+    /// Encoder input size (224 for DINOv2 at 256²).
+    pub encoder_input_size: Option<usize>,
+}
+
+impl RaePaths {
+    /// The standard layout of a RAE folder.
+    pub fn in_dir(dir: &Path) -> Self {
+        let pick = |names: &[&str]| -> PathBuf {
+            names
+                .iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| dir.join(names[0]))
+        };
+        let stats = pick(&["stats.safetensors", "stat.pt"]);
+        RaePaths {
+            encoder: dir.join("encoder"),
+            decoder: pick(&["decoder.safetensors", "decoder.pt", "model.pt"]),
+            decoder_config: None,
+            stats: Some(stats),
+            encoder_input_size: None,
+        }
+    }
+}
+
+/// Loads the encoder folder.
+pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Dinov2Encoder<B>> {
+    let cfg_path = dir.join("config.json");
+    let cfg = Dinov2Config::from_json(&load_json(&cfg_path)?, &cfg_path.display().to_string())?;
+    let mut enc = Dinov2Encoder::new(b, &mut Init::new(0), cfg)?;
+    let weights = ["model.safetensors", "pytorch_model.bin", "model.pt"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            CliError::new(format!(
+                "the encoder folder {} has no model.safetensors",
+                dir.display()
+            ))
+        })?;
+    let file = load_tensor_file(&weights)?;
+    enc.load(b, &file.tensors)
+        .context(format!("loading the encoder from {}", weights.display()))?;
+    Ok(enc)
+}
+
+/// Loads decoder weights and configuration.
+pub fn load_decoder<B: Backend>(
+    b: &B,
+    path: &Path,
+    config: Option<&str>,
+) -> CliResult<RaeDecoder<B>> {
+    let file = load_tensor_file(path)?;
+    let source = path.display().to_string();
+    let cfg = match config {
+        Some(c) if c.ends_with(".json") => {
+            let p = Path::new(c);
+            DecoderConfig::from_json(&load_json(p)?, c)?
+        }
+        Some(name) => DecoderConfig::by_name(name).ok_or_else(|| {
+            CliError::new(format!(
+                "--decoder-config {name:?}: neither a .json file nor a preset (B, L, XL)"
+            ))
+        })?,
+        None => match file.meta("config") {
+            Some(text) => {
+                let v = rae_core::json::parse_named(text, &format!("{source} (metadata config)"))?;
+                let v = v.get("decoder").cloned().unwrap_or(v);
+                DecoderConfig::from_json(&v, &source)?
+            }
+            None => {
+                let side = path.with_file_name("decoder_config.json");
+                if side.exists() {
+                    DecoderConfig::from_json(&load_json(&side)?, &side.display().to_string())?
+                } else {
+                    return Err(CliError::new(format!(
+                        "{source} carries no decoder configuration: pass --decoder-config (a config.json or B, L, XL)"
+                    )));
+                }
+            }
+        },
+    };
+    let mut dec = RaeDecoder::new(b, &mut Init::new(0), cfg)?;
+    dec.load(b, &pick_weights(&file.tensors, true))
+        .context(format!("loading the decoder from {source}"))?;
+    Ok(dec)
+}
+
+/// Loads `mean`/`var` statistics (safetensors or the reference `stat.pt`).
+pub fn load_stats<B: Backend>(b: &B, path: &Path) -> CliResult<LatentStats<B>> {
+    let file = load_tensor_file(path)?;
+    let get = |k: &str| {
+        file.tensors.get(k).ok_or_else(|| {
+            CliError::new(format!(
+                "the statistics file {} has no tensor {k:?}",
+                path.display()
+            ))
+        })
+    };
+    let (mean, var) = (get("mean")?, get("var")?);
+    Ok(LatentStats::new(b, &mean.data, &var.data, 1e-5)
+        .context(format!("statistics {}", path.display()))?)
+}
+
+/// Assembles a RAE from its parts.
+pub fn load_rae<B: Backend>(b: &B, paths: &RaePaths) -> CliResult<Rae<B>> {
+    let encoder = load_encoder(b, &paths.encoder)?;
+    let decoder = load_decoder(b, &paths.decoder, paths.decoder_config.as_deref())?;
+    let stats = match &paths.stats {
+        Some(p) if p.exists() => Some(load_stats(b, p)?),
+        Some(p) => {
+            return Err(CliError::new(format!(
+                "latent statistics {} not found (compute them with `rae-cli stats`)",
+                p.display()
+            )))
+        }
+        None => None,
+    };
+    let input = paths
+        .encoder_input_size
+        .unwrap_or_else(|| default_encoder_input(&encoder.config, &decoder.config));
+    let rae = Rae {
+        encoder_input_size: input,
+        image_mean: IMAGENET_MEAN,
+        image_std: IMAGENET_STD,
+        encoder,
+        decoder,
+        stats,
+    };
+    check_rae(&rae)?;
+    Ok(rae)
+}
+
+/// The encoder input size that gives the decoder's token grid: `grid · patch` (224 for
+/// DINOv2/14 with a 256² decoder of patch 16).
+pub fn default_encoder_input(enc: &Dinov2Config, dec: &DecoderConfig) -> usize {
+    enc.patch_size * dec.grid()
+}
+
+/// Checks that encoder, decoder and statistics agree on the latent shape.
+pub fn check_rae<B: Backend>(rae: &Rae<B>) -> CliResult<()> {
+    let [c, g, _] = rae.latent_dims();
+    let dec = &rae.decoder.config;
+    if dec.hidden_size != c || dec.grid() != g {
+        return Err(CliError::new(format!(
+            "the encoder gives {g}×{g} tokens of width {c} but the decoder expects {}×{} tokens of width {}",
+            dec.grid(),
+            dec.grid(),
+            dec.hidden_size
+        )));
+    }
+    if let Some(s) = &rae.stats {
+        if s.len() != c * g * g {
+            return Err(CliError::new(format!(
+                "the latent statistics hold {} values but latents are [{c}, {g}, {g}] ({} values)",
+                s.len(),
+                c * g * g
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes an encoder as a HuggingFace-style folder.
+pub fn save_encoder<B: Backend>(b: &B, enc: &Dinov2Encoder<B>, dir: &Path) -> CliResult<()> {
+    let c = &enc.config;
+    let cfg = JsonValue::object([
+        ("model_type", JsonValue::from("dinov2_with_registers")),
+        ("hidden_size", c.hidden_size.into()),
+        ("num_hidden_layers", c.num_hidden_layers.into()),
+        ("num_attention_heads", c.num_attention_heads.into()),
+        ("mlp_ratio", c.mlp_ratio.into()),
+        ("patch_size", c.patch_size.into()),
+        ("image_size", c.image_size.into()),
+        ("num_register_tokens", c.num_register_tokens.into()),
+        ("layer_norm_eps", (c.layer_norm_eps as f64).into()),
+        ("layerscale_value", (c.layerscale_value as f64).into()),
+        ("hidden_act", "gelu".into()),
+    ]);
+    let text = cfg.to_json_pretty()?;
+    crate::ckpt::write_atomic(&dir.join("config.json"), text.as_bytes())?;
+    let tensors = rae_core::nn::save_module(b, enc)?;
+    crate::ckpt::save_safetensors(
+        &dir.join("model.safetensors"),
+        &tensors,
+        &[("format".into(), "pt".into())],
+    )
+}
+
+/// Number of parameters, for logs.
+pub fn count<B: Backend, M: Module<B>>(m: &M) -> String {
+    let n = m.num_params(false) as f64;
+    if n >= 1e6 {
+        format!("{:.2} M", n / 1e6)
+    } else {
+        format!("{:.1} k", n / 1e3)
+    }
+}
