@@ -31,7 +31,10 @@ pub fn numel(op: &'static str, shape: &Shape, n: usize) -> Result<()> {
 
 /// An `[outer, mid, inner]` view must cover `x` exactly.
 pub fn view3(op: &'static str, x: &Shape, dims: [usize; 3]) -> Result<()> {
-    if dims[0] * dims[1] * dims[2] != x.numel() {
+    let covered = dims[0]
+        .checked_mul(dims[1])
+        .and_then(|p| p.checked_mul(dims[2]));
+    if covered != Some(x.numel()) {
         return Err(Error::bad_shape(
             op,
             x,
@@ -248,22 +251,23 @@ pub fn modulate<B: Backend>(
     shift: Option<&Tensor<B>>,
     scale: Option<&Tensor<B>>,
 ) -> Result<CondDims> {
-    let mut dims = None;
+    let mut dims: Option<(CondDims, &Shape)> = None;
     for t in [shift, scale].into_iter().flatten() {
         let cdims = cond("modulate", x.shape(), t.shape())?;
-        if let Some(prev) = dims {
+        if let Some((prev, prev_shape)) = dims {
             if prev != cdims {
+                // Both are valid alone; name the two conditioning shapes that disagree.
                 return Err(Error::shape(
-                    "modulate (shift vs scale)",
+                    "modulate (scale vs shift)",
+                    prev_shape,
                     t.shape(),
-                    x.shape(),
                 ));
             }
         }
-        dims = Some(cdims);
+        dims = Some((cdims, t.shape()));
     }
     match dims {
-        Some(d) => Ok(d),
+        Some((d, _)) => Ok(d),
         None => {
             let d = x.dims();
             if d.len() != 3 {
@@ -329,8 +333,18 @@ pub fn patchify(x: &Shape, p: usize) -> Result<(usize, usize, usize, usize)> {
 /// Validates unpatchify; returns `B`.
 pub fn unpatchify(x: &Shape, channels: usize, grid: (usize, usize), p: usize) -> Result<usize> {
     let d = x.dims();
-    let want_n = grid.0 * grid.1;
-    let want_c = p * p * channels;
+    let (Some(want_n), Some(want_c)) = (
+        grid.0.checked_mul(grid.1),
+        p.checked_mul(p).and_then(|pp| pp.checked_mul(channels)),
+    ) else {
+        return Err(Error::invalid(
+            "unpatchify",
+            format!(
+                "a {}x{} grid of {p}x{p} patches of {channels} channels overflows",
+                grid.0, grid.1
+            ),
+        ));
+    };
     if d.len() != 3 || d[1] != want_n || d[2] != want_c {
         let b = d.first().copied().unwrap_or(1);
         return Err(Error::shape(
@@ -354,12 +368,12 @@ pub fn permute0213(x: &Shape) -> Result<[usize; 4]> {
 /// Validates a middle-axis slice.
 pub fn slice_mid(x: &Shape, dims: [usize; 3], start: usize, len: usize) -> Result<()> {
     view3("slice_mid", x, dims)?;
-    if start + len > dims[1] {
+    if start.checked_add(len).is_none_or(|end| end > dims[1]) {
         return Err(Error::invalid(
             "slice_mid",
             format!(
                 "range {start}..{} is outside an axis of {}",
-                start + len,
+                start.saturating_add(len),
                 dims[1]
             ),
         ));
@@ -369,7 +383,7 @@ pub fn slice_mid(x: &Shape, dims: [usize; 3], start: usize, len: usize) -> Resul
 
 /// Validates a middle-axis concatenation; returns each input's middle size.
 pub fn concat_mid(shapes: &[&Shape], outer: usize, inner: usize) -> Result<Vec<usize>> {
-    let per = outer * inner;
+    let per = outer.checked_mul(inner).unwrap_or(0);
     let mut mids = Vec::with_capacity(shapes.len());
     for s in shapes {
         if per == 0 || s.numel() % per != 0 {

@@ -19,6 +19,17 @@ impl Shape {
             v.push(d)
                 .map_err(|_| Error::RankTooLarge { rank: dims.len() })?;
         }
+        // numel() multiplies without checks, so a shape's element count must fit a usize.
+        if dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            return Err(Error::invalid(
+                "shape",
+                alloc::format!("{dims:?} has more elements than a usize holds"),
+            ));
+        }
         Ok(Shape(v))
     }
 

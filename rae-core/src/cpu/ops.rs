@@ -104,7 +104,7 @@ pub fn layernorm(
     c: usize,
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let rows = if c == 0 { 0 } else { x.len() / c };
+    let rows = x.len().checked_div(c).unwrap_or(0);
     let mut y = vec![0.0f32; x.len()];
     let mut means = vec![0.0f32; rows];
     let mut rstds = vec![0.0f32; rows];
@@ -131,7 +131,7 @@ pub fn layernorm(
 
 /// RMSNorm forward; returns `(y, rstd)`.
 pub fn rmsnorm(x: &[f32], w: Option<&[f32]>, c: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
-    let rows = if c == 0 { 0 } else { x.len() / c };
+    let rows = x.len().checked_div(c).unwrap_or(0);
     let mut y = vec![0.0f32; x.len()];
     let mut rstds = vec![0.0f32; rows];
     for r in 0..rows {

@@ -57,7 +57,8 @@ impl GuidanceInterval {
     }
 
     fn validate(&self, what: &str) -> Result<()> {
-        if !self.scale.is_finite() || !(self.t_min <= self.t_max) {
+        let ordered = self.t_min <= self.t_max;
+        if !self.scale.is_finite() || !ordered {
             return Err(Error::invalid(
                 what,
                 format!(

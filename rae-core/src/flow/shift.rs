@@ -94,13 +94,13 @@ pub fn shifted_grid(n: usize, s: f64, end: f64) -> Result<Vec<f32>> {
 /// before the shift, and `end =` [`SDE_REFERENCE_LAST_STEP`]; the final mean step of
 /// [`crate::flow::sample_sde`] then goes from `shift(end)` to 0.
 pub fn sde_grid(n: usize, s: f64, start: f64, end: f64) -> Result<Vec<f32>> {
-    if !(start < 1.0) {
+    if start.is_nan() || start >= 1.0 {
         return Err(Error::invalid(
             "SDE grid",
             format!("must start below t = 1 (the diffusion is infinite there), got {start}"),
         ));
     }
-    if !(end > 0.0) {
+    if end.is_nan() || end <= 0.0 {
         return Err(Error::invalid(
             "SDE grid",
             format!("must end above t = 0 (the final mean step reaches 0), got {end}"),

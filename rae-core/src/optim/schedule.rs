@@ -61,9 +61,8 @@ impl LrSchedule {
         warmup: Warmup,
         decay: Decay,
     ) -> Result<Self> {
-        if !(warmup_epochs >= 0.0 && warmup_epochs.is_finite())
-            || !(decay_end_epoch >= 0.0 && decay_end_epoch.is_finite())
-        {
+        let ok = |e: f64| e >= 0.0 && e.is_finite();
+        if !(ok(warmup_epochs) && ok(decay_end_epoch)) {
             return Err(Error::invalid(
                 "learning-rate schedule",
                 format!(

@@ -60,7 +60,12 @@ impl<B: Backend> Optimizer<B> {
     /// Clips, updates `model` with AdamW at the scheduled rate and updates the EMA. A
     /// missing gradient for a trainable parameter is an error naming it; a non-finite
     /// gradient norm is [`Error::NonFinite`] and leaves the model untouched.
-    pub fn apply<M: Module<B>>(&mut self, b: &B, model: &mut M, grads: &Grads<B>) -> Result<StepReport> {
+    pub fn apply<M: Module<B>>(
+        &mut self,
+        b: &B,
+        model: &mut M,
+        grads: &Grads<B>,
+    ) -> Result<StepReport> {
         let mut gs = Vec::new();
         let mut missing = None;
         model.visit(&mut |p| {
@@ -76,11 +81,16 @@ impl<B: Backend> Optimizer<B> {
             }
         });
         if let Some(name) = missing {
-            return Err(Error::invalid("optimizer", format!("no gradient for trainable parameter {name}")));
+            return Err(Error::invalid(
+                "optimizer",
+                format!("no gradient for trainable parameter {name}"),
+            ));
         }
         let norm = global_grad_norm(b, &gs)?;
         if !norm.is_finite() {
-            return Err(Error::NonFinite { what: format!("gradient norm at step {}", self.step() + 1) });
+            return Err(Error::NonFinite {
+                what: format!("gradient norm at step {}", self.step() + 1),
+            });
         }
         let scale = match self.config.clip {
             Some(max) => clip_coefficient(norm, max),
@@ -91,7 +101,10 @@ impl<B: Backend> Optimizer<B> {
         self.adamw.step(b, &mut params, &gs, lr, scale)?;
         set_params(model, &params, true);
         self.ema.update(b, &all_params(model))?;
-        Ok(StepReport { lr, grad_norm: norm })
+        Ok(StepReport {
+            lr,
+            grad_norm: norm,
+        })
     }
 
     /// A copy of `model` carrying the EMA weights.

@@ -34,27 +34,42 @@ pub fn stage1_step<B: Backend>(
     let tokens = if cfg.noise_tau > 0.0 {
         let offset = rng.token_noise.advance(tokens.numel() as u64);
         let key = rng.token_noise.key;
-        rae.add_token_noise(b, &tokens, cfg.noise_tau, cfg.noise_rule, &mut rng.token_level, key, offset)?
+        rae.add_token_noise(
+            b,
+            &tokens,
+            cfg.noise_tau,
+            cfg.noise_rule,
+            &mut rng.token_level,
+            key,
+            offset,
+        )?
     } else {
         tokens
     };
     let (img_std, saved) = rae.decoder.forward(b, &tokens, Mode::Train)?;
     let x_hat = rae.destandardize(b, &img_std)?;
     if x_hat.dims() != images.dims() {
-        return Err(Error::shape("stage-1 step (decoder output vs images)", images.shape(), x_hat.shape()));
+        return Err(Error::shape(
+            "stage-1 step (decoder output vs images)",
+            images.shape(),
+            x_hat.shape(),
+        ));
     }
     let diff = b.binary(Binary::Sub, &x_hat, images)?;
     let n = diff.numel() as f32;
     let loss = b.scalar(&b.sum_all(&b.unary(Unary::Abs, &diff)?)?)? / n;
     if !loss.is_finite() {
-        return Err(Error::NonFinite { what: format!("the stage-1 loss at step {}", opt.step() + 1) });
+        return Err(Error::NonFinite {
+            what: format!("the stage-1 loss at step {}", opt.step() + 1),
+        });
     }
     // d/dx̂ mean|x̂ − x| = sign/n, then through x̂ = img·σ + μ (per channel).
     let dxhat = b.unary_backward(Unary::Abs, &diff, &b.full(diff.dims(), 1.0 / n)?)?;
     let d = dxhat.dims().to_vec();
     let sigma = b.upload(&rae.image_std, &[3])?;
     let dimg = b.bcast_affine(&dxhat, Some(&sigma), None, [d[0], 3, d[2] * d[3]])?;
-    let saved = saved.ok_or_else(|| Error::invalid("stage-1 step", "training forward kept no activations"))?;
+    let saved = saved
+        .ok_or_else(|| Error::invalid("stage-1 step", "training forward kept no activations"))?;
     let mut grads = Grads::new();
     rae.decoder.backward(b, &saved, &dimg, &mut grads)?;
     let report = opt.apply(b, &mut rae.decoder, &grads)?;

@@ -48,7 +48,13 @@ pub fn stage2_step<B: Backend>(
         .collect();
     let y: Vec<u32> = labels
         .iter()
-        .map(|&l| if rng.label_drop.uniform() < cfg.label_dropout { null } else { l })
+        .map(|&l| {
+            if rng.label_drop.uniform() < cfg.label_dropout {
+                null
+            } else {
+                l
+            }
+        })
         .collect();
     let offset = rng.noise.advance(z.numel() as u64);
     let eps = b.fill_normal(z.dims(), rng.noise.key, offset)?;
@@ -59,11 +65,14 @@ pub fn stage2_step<B: Backend>(
     let n = diff.numel() as f32;
     let loss = b.scalar(&b.sum_sq_all(&diff)?)? / n;
     if !loss.is_finite() {
-        return Err(Error::NonFinite { what: format!("the stage-2 loss at step {}", opt.step() + 1) });
+        return Err(Error::NonFinite {
+            what: format!("the stage-2 loss at step {}", opt.step() + 1),
+        });
     }
     let dv = b.scale(&diff, 2.0 / n)?;
     let mut grads = Grads::new();
-    let saved = saved.ok_or_else(|| Error::invalid("stage-2 step", "training forward kept no activations"))?;
+    let saved = saved
+        .ok_or_else(|| Error::invalid("stage-2 step", "training forward kept no activations"))?;
     model.backward(b, &saved, &dv, &mut grads)?;
     let report = opt.apply(b, model, &grads)?;
     Ok((loss, report))

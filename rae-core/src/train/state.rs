@@ -70,8 +70,12 @@ impl RngState {
                 .iter()
                 .find(|(n, _)| n == k)
                 .ok_or_else(|| Error::format(source, format!("checkpoint metadata lacks {k:?}")))?;
-            v.1.parse::<u64>()
-                .map_err(|_| Error::format(source, format!("checkpoint metadata {k:?} = {:?} is not an integer", v.1)))
+            v.1.parse::<u64>().map_err(|_| {
+                Error::format(
+                    source,
+                    format!("checkpoint metadata {k:?} = {:?} is not an integer", v.1),
+                )
+            })
         };
         let mut s = RngState::new(get("seed")?);
         s.time.position = get("rng.time")?;
@@ -115,9 +119,15 @@ impl TrainCheckpoint {
                 names.push((p.name.clone(), p.value.dims().to_vec()));
             }
         });
-        for (kind, moments) in [("m", opt.adamw.first_moments()), ("v", opt.adamw.second_moments())] {
+        for (kind, moments) in [
+            ("m", opt.adamw.first_moments()),
+            ("v", opt.adamw.second_moments()),
+        ] {
             for ((n, dims), t) in names.iter().zip(moments) {
-                tensors.insert(format!("opt.{kind}.{n}"), HostTensor::new(dims.clone(), b.download(t)?)?);
+                tensors.insert(
+                    format!("opt.{kind}.{n}"),
+                    HostTensor::new(dims.clone(), b.download(t)?)?,
+                );
             }
         }
         let mut metadata = alloc::vec![(String::from("step"), opt.step().to_string())];
@@ -128,7 +138,10 @@ impl TrainCheckpoint {
 
     /// A metadata value.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Restores `model`, the optimiser (with `config`) and the RNG state from this
@@ -144,7 +157,14 @@ impl TrainCheckpoint {
         let model_only = self.model_tensors();
         load_module(b, model, &model_only, model_name, &[], false)?;
         let mut ema_model = model.clone();
-        load_module(b, &mut ema_model, &self.tensors.sub("ema."), model_name, &[], false)?;
+        load_module(
+            b,
+            &mut ema_model,
+            &self.tensors.sub("ema."),
+            model_name,
+            &[],
+            false,
+        )?;
         let step: u64 = self
             .meta("step")
             .and_then(|s| s.parse().ok())
@@ -158,12 +178,24 @@ impl TrainCheckpoint {
             for (kind, out) in [("m", &mut ms), ("v", &mut vs)] {
                 let key = format!("opt.{kind}.{}", p.name);
                 match self.tensors.get(&key) {
-                    Some(t) if t.data.len() == p.value.numel() => match b.upload(&t.data, p.value.dims()) {
-                        Ok(x) => out.push(x),
-                        Err(e) => err = Some(e),
-                    },
-                    Some(_) => err = Some(Error::format(source, format!("optimizer tensor {key} has the wrong size"))),
-                    None => err = Some(Error::format(source, format!("checkpoint lacks optimizer tensor {key}"))),
+                    Some(t) if t.data.len() == p.value.numel() => {
+                        match b.upload(&t.data, p.value.dims()) {
+                            Ok(x) => out.push(x),
+                            Err(e) => err = Some(e),
+                        }
+                    }
+                    Some(_) => {
+                        err = Some(Error::format(
+                            source,
+                            format!("optimizer tensor {key} has the wrong size"),
+                        ))
+                    }
+                    None => {
+                        err = Some(Error::format(
+                            source,
+                            format!("checkpoint lacks optimizer tensor {key}"),
+                        ))
+                    }
                 }
             }
         });
