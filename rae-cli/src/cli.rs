@@ -40,6 +40,18 @@ pub enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Write the built-in dataset as an image folder (one subfolder per class).
+    BuiltinData {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per class.
+        #[arg(long, default_value_t = 10)]
+        per_class: usize,
+        /// Image side.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+    },
     /// Convert a PyTorch checkpoint (or safetensors) to safetensors.
     Convert {
         /// Input file.

@@ -8,7 +8,7 @@ use rae_core::nn::{HostTensor, HostTensors};
 use rae_core::safetensors::SafeTensors;
 
 use crate::errors::{io_error, CliError, CliResult};
-use crate::pt::{flatten_tensors, read_pt, PtData};
+use crate::pt::{into_tensors, looks_like_pt, read_pt, PtData};
 
 /// The format a tensor file was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,22 +67,21 @@ pub fn read_bytes(path: &Path, what: &str) -> CliResult<Vec<u8>> {
 pub fn load_tensor_file(path: &Path) -> CliResult<TensorFile> {
     let bytes = read_bytes(path, "the tensor file")?;
     let source = path.display().to_string();
-    if bytes.starts_with(b"PK\x03\x04") {
+    if looks_like_pt(&bytes) {
         let value = read_pt(&bytes, &source)?;
+        drop(bytes);
         let mut tensors = HostTensors::new();
         let mut ints = Vec::new();
         let mut listing = Vec::new();
-        for (name, t) in flatten_tensors(&value) {
+        for (name, t) in into_tensors(value) {
             listing.push((name.clone(), t.dtype.name().to_string(), t.shape.clone()));
-            match &t.data {
-                PtData::F32(v) => {
-                    tensors.insert(name, HostTensor::new(t.shape.clone(), v.clone())?)
-                }
+            match t.data {
+                PtData::F32(v) => tensors.insert(name, HostTensor::new(t.shape, v)?),
                 PtData::I64(v) => ints.push((
                     name,
                     IntTensor {
-                        shape: t.shape.clone(),
-                        data: v.clone(),
+                        shape: t.shape,
+                        data: v,
                     },
                 )),
             }

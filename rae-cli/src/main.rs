@@ -23,6 +23,15 @@ fn run(cli: Cli) -> CliResult<()> {
             }
             Ok(())
         }
+        Command::BuiltinData {
+            out,
+            per_class,
+            size,
+        } => {
+            let n = tools::export_builtin(&out, per_class, size)?;
+            eprintln!("wrote {n} images to {}", out.display());
+            Ok(())
+        }
         Command::Convert { input, output } => {
             let n = tools::convert(&input, &output)?;
             eprintln!("wrote {n} tensors to {}", output.display());

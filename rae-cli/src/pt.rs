@@ -3,8 +3,8 @@
 //! The released RAE artefacts are PyTorch files: the decoder `model.pt` (a raw state dict,
 //! §2.6.4), the stage-2 `stage2_model.pt` (a state dict or `{'ema': sd, ...}`, §3.8) and the
 //! latent statistics `stat.pt` (`{'mean': T, 'var': T}`, §2.4). This module reads them with
-//! its own minimal ZIP reader ([`zip`](self) entries must be stored, as torch writes them)
-//! and a pickle machine that knows only what a state dict needs.
+//! its own minimal ZIP reader (entries must be stored, uncompressed, as torch writes them;
+//! ZIP64 archives are read) and a pickle machine that knows only what a state dict needs.
 //!
 //! Safety: unpickling never executes or imports anything. The only globals a file may name
 //! are `collections.OrderedDict`, `torch._utils._rebuild_tensor[_v2]`,
@@ -205,23 +205,16 @@ pub fn select_state_dict<'a>(value: &'a PtValue, keys: &[&str]) -> &'a PtValue {
 /// `""`. Non-tensor leaves are skipped.
 pub fn flatten_tensors(value: &PtValue) -> Vec<(String, &PtTensor)> {
     fn walk<'a>(v: &'a PtValue, prefix: &str, out: &mut Vec<(String, &'a PtTensor)>) {
-        let join = |k: &str| {
-            if prefix.is_empty() {
-                k.to_string()
-            } else {
-                format!("{prefix}.{k}")
-            }
-        };
         match v {
             PtValue::Tensor(t) => out.push((prefix.to_string(), t)),
             PtValue::Dict(entries) => {
                 for (k, v) in entries {
-                    walk(v, &join(k), out);
+                    walk(v, &join(prefix, k), out);
                 }
             }
             PtValue::List(items) => {
                 for (i, v) in items.iter().enumerate() {
-                    walk(v, &join(&i.to_string()), out);
+                    walk(v, &join(prefix, &i.to_string()), out);
                 }
             }
             _ => {}
@@ -230,6 +223,36 @@ pub fn flatten_tensors(value: &PtValue) -> Vec<(String, &PtTensor)> {
     let mut out = Vec::new();
     walk(value, "", &mut out);
     out
+}
+
+/// Like [`flatten_tensors`], but takes the value and moves the tensors out, so a large
+/// checkpoint is not held twice.
+pub fn into_tensors(value: PtValue) -> Vec<(String, PtTensor)> {
+    fn walk(v: PtValue, prefix: &str, out: &mut Vec<(String, PtTensor)>) {
+        match v {
+            PtValue::Tensor(t) => out.push((prefix.to_string(), t)),
+            PtValue::Dict(entries) => {
+                for (k, v) in entries {
+                    walk(v, &join(prefix, &k), out);
+                }
+            }
+            PtValue::List(items) => {
+                for (i, v) in items.into_iter().enumerate() {
+                    walk(v, &join(prefix, &i.to_string()), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out
+}
+
+/// Whether `bytes` look like a `torch.save` file: a zip archive, or the legacy (torch < 1.6)
+/// format, which [`read_pt`] recognises in order to refuse it with a clear message.
+pub fn looks_like_pt(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(&LEGACY_MAGIC)
 }
 
 /// The most elements (tensor values plus dict and list items) a file of `file_len` bytes

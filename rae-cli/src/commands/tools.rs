@@ -58,3 +58,15 @@ pub fn convert(input: &Path, output: &Path) -> CliResult<usize> {
     write_atomic(output, &bytes)?;
     Ok(outs.len())
 }
+
+/// Writes `per_class` images of each built-in class as `out/<class>/<i>.png`.
+pub fn export_builtin(out: &Path, per_class: usize, size: usize) -> CliResult<usize> {
+    use crate::data::{Dataset, Shapes};
+    let ds = Shapes::new(size, per_class * 10, super::train::BUILTIN_DATA_SEED);
+    for i in 0..ds.len() {
+        let img = crate::image_io::from_chw(&ds.image(i, false)?, ds.image_size(), ds.image_size());
+        let class = &ds.classes()[ds.label(i) as usize];
+        crate::image_io::save_png(&out.join(class).join(format!("{:05}.png", i / 10)), &img)?;
+    }
+    Ok(ds.len())
+}
