@@ -157,6 +157,10 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Stop (with a checkpoint) once this step is reached, as if interrupted; the schedule
+    /// still runs to --max-steps, so a later --resume continues the same run.
+    #[arg(long)]
+    pub stop_at: Option<u64>,
     /// Start over even if --out holds a checkpoint.
     #[arg(long)]
     pub fresh: bool,

@@ -87,6 +87,7 @@ impl Job for SampleJob {
                 ckpt.display()
             )));
         }
+        super::train::check_dit_checkpoint(&ckpt)?;
         let default_rae = ckpt
             .parent()
             .map(|p| p.join("rae"))

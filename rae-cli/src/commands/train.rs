@@ -497,7 +497,8 @@ pub fn train_decoder<B: Backend>(
     pb.set_position(opt.step());
     let mut tp = Throughput::default();
     let mut last_saved = opt.step();
-    while opt.step() < steps {
+    let stop = a.stop_at.unwrap_or(steps).min(steps);
+    while opt.step() < stop {
         let step = opt.step();
         let (imgs, _) = load_batch(ds, &order.batch(step, bs))?;
         let x = b.upload(&imgs, &[bs, 3, s, s])?;
@@ -517,13 +518,18 @@ pub fn train_decoder<B: Backend>(
         if done % a.log_every.max(1) == 0 || done == steps {
             pb.suspend(|| log_line(out, &format!("stage 1 step {done}/{steps} L1 {loss:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
         }
-        if done % a.ckpt_every.max(1) == 0 || done == steps {
+        if done % a.ckpt_every.max(1) == 0 || done == stop {
             let ck = TrainCheckpoint::capture(b, &rae.decoder, &opt, &rng, &extra)?;
             save_safetensors(&ckpt, &ck.tensors, &ck.metadata)?;
             last_saved = done;
         }
     }
     pb.finish_and_clear();
+    if stop < steps {
+        return Err(CliError::new(format!(
+            "stage 1 stopped at step {stop} of {steps} (--stop-at); continue with --resume"
+        )));
+    }
     let ema = opt.ema_model(&rae.decoder);
     save_decoder(b, &ema, &out.join("decoder.safetensors"))?;
     eprintln!(
@@ -696,7 +702,8 @@ pub fn train_dit<B: Backend>(
         shift_base: a.shift_base,
         ..SampleSettings::default()
     };
-    while opt.step() < steps {
+    let stop = a.stop_at.unwrap_or(steps).min(steps);
+    while opt.step() < stop {
         let step = opt.step();
         let items = order.batch(step, bs);
         let (z, labels) = match &source {
@@ -732,7 +739,7 @@ pub fn train_dit<B: Backend>(
         if done % a.log_every.max(1) == 0 || done == steps {
             pb.suspend(|| log_line(out, &format!("stage 2 step {done}/{steps} loss {loss:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
         }
-        if done % a.ckpt_every.max(1) == 0 || done == steps {
+        if done % a.ckpt_every.max(1) == 0 || done == stop {
             let ck = TrainCheckpoint::capture(b, &model, &opt, &rng, &extra)?;
             save_safetensors(&ckpt, &ck.tensors, &ck.metadata)?;
             last_saved = done;
@@ -744,6 +751,10 @@ pub fn train_dit<B: Backend>(
         }
     }
     pb.finish_and_clear();
+    if stop < steps {
+        eprintln!("stage 2: stopped at step {stop} of {steps} (--stop-at); continue with --resume");
+        return Ok(opt.ema_model(&model));
+    }
     let ema = opt.ema_model(&model);
     let path = out.join("samples").join("final.png");
     preview_grid(b, rae, &ema, classes, 4, &preview, &path)?;
@@ -823,4 +834,23 @@ pub fn load_dit<B: Backend>(
     let weights = crate::files::pick_weights(&f.tensors, true);
     m.load(b, &weights).context(format!("loading {source}"))?;
     Ok(m)
+}
+
+/// An error unless `path` holds DiT weights (`t_embedder.W`, possibly under `ema.` or
+/// `model.`), naming the file and what it holds instead.
+pub fn check_dit_checkpoint(path: &Path) -> CliResult<()> {
+    let f = load_tensor_file(path)?;
+    let has = ["t_embedder.W", "ema.t_embedder.W", "model.t_embedder.W"]
+        .iter()
+        .any(|n| f.tensors.get(n).is_some());
+    if !has {
+        let some: Vec<&str> = f.tensors.names().take(3).collect();
+        return Err(CliError::new(format!(
+            "{} is not a DiT-DH checkpoint: it has no t_embedder.W (its {} tensors include {})",
+            path.display(),
+            f.tensors.len(),
+            some.join(", ")
+        )));
+    }
+    Ok(())
 }
