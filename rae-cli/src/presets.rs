@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rae_core::json::JsonValue;
 use rae_core::models::rae::{IMAGENET_MEAN, IMAGENET_STD};
 use rae_core::models::{
-    DecoderConfig, Dinov2Config, Dinov2Encoder, DitConfig, LatentStats, Rae, RaeDecoder,
+    DecoderConfig, Dinov2Config, Dinov2Encoder, DitConfig, Encoder, LatentStats, Rae, RaeDecoder,
 };
 use rae_core::nn::{Init, Module};
 use rae_core::Backend;
@@ -127,7 +127,12 @@ impl RaePaths {
 }
 
 /// Loads the encoder folder.
-pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Dinov2Encoder<B>> {
+pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Encoder<B>> {
+    Ok(load_dinov2(b, dir)?.into())
+}
+
+/// Loads a DINOv2-with-registers folder.
+pub fn load_dinov2<B: Backend>(b: &B, dir: &Path) -> CliResult<Dinov2Encoder<B>> {
     let cfg_path = dir.join("config.json");
     let cfg = Dinov2Config::from_json(&load_json(&cfg_path)?, &cfg_path.display().to_string())?;
     let mut enc = Dinov2Encoder::new(b, &mut Init::new(0), cfg)?;
@@ -221,7 +226,7 @@ pub fn load_rae<B: Backend>(b: &B, paths: &RaePaths) -> CliResult<Rae<B>> {
     };
     let input = paths
         .encoder_input_size
-        .unwrap_or_else(|| default_encoder_input(&encoder.config, &decoder.config));
+        .unwrap_or_else(|| default_encoder_input(encoder.patch_size(), &decoder.config));
     let rae = Rae {
         encoder_input_size: input,
         image_mean: IMAGENET_MEAN,
@@ -236,8 +241,8 @@ pub fn load_rae<B: Backend>(b: &B, paths: &RaePaths) -> CliResult<Rae<B>> {
 
 /// The encoder input size that gives the decoder's token grid: `grid · patch` (224 for
 /// DINOv2/14 with a 256² decoder of patch 16).
-pub fn default_encoder_input(enc: &Dinov2Config, dec: &DecoderConfig) -> usize {
-    enc.patch_size * dec.grid()
+pub fn default_encoder_input(patch: usize, dec: &DecoderConfig) -> usize {
+    patch * dec.grid()
 }
 
 /// Checks that encoder, decoder and statistics agree on the latent shape.

@@ -145,7 +145,7 @@ fn decoder(b: &CpuBackend) -> RaeDecoder<CpuBackend> {
 fn dinov2_tokens_through_rae_preprocessing_match_reference() {
     let b = CpuBackend::new();
     let rae = rae_core::models::Rae {
-        encoder: dinov2(&b),
+        encoder: dinov2(&b).into(),
         decoder: decoder(&b),
         stats: None,
         encoder_input_size: 224,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rae_core::flow::TimeDist;
 use rae_core::json::JsonValue;
-use rae_core::models::{Dinov2Encoder, DitDh, NoiseRule, Rae, RaeDecoder};
+use rae_core::models::{Dinov2Encoder, DitDh, Encoder, NoiseRule, Rae, RaeDecoder};
 use rae_core::nn::{save_module, Init, Module};
 use rae_core::optim::{AdamWConfig, Decay, LrSchedule, Warmup};
 use rae_core::train::{
@@ -211,7 +211,7 @@ fn run_pipeline<B: Backend>(b: &B, a: &TrainArgs) -> CliResult<()> {
             presets::count(&enc),
             enc_dir.display()
         );
-        enc
+        enc.into()
     };
     // 2. Stage 1: the decoder.
     if !dec_path.exists() {
@@ -234,7 +234,7 @@ fn run_pipeline<B: Backend>(b: &B, a: &TrainArgs) -> CliResult<()> {
     }
     let decoder = presets::load_decoder(b, &dec_path, None)?;
     let mut rae = Rae {
-        encoder_input_size: presets::default_encoder_input(&encoder.config, &decoder.config),
+        encoder_input_size: presets::default_encoder_input(encoder.patch_size(), &decoder.config),
         image_mean: rae_core::models::rae::IMAGENET_MEAN,
         image_std: rae_core::models::rae::IMAGENET_STD,
         encoder,
@@ -431,7 +431,7 @@ fn restore<B: Backend, M: Module<B> + Clone>(
 pub fn train_decoder<B: Backend>(
     b: &B,
     a: &TrainArgs,
-    encoder: Dinov2Encoder<B>,
+    encoder: Encoder<B>,
     cfg: rae_core::models::DecoderConfig,
     ds: &dyn Dataset,
     out: &Path,
@@ -442,7 +442,7 @@ pub fn train_decoder<B: Backend>(
     let ckpt = out.join("decoder-train.safetensors");
     let decoder = RaeDecoder::new(b, &mut Init::new(a.seed ^ 0xDEC0), cfg.clone())?;
     let mut rae = Rae {
-        encoder_input_size: presets::default_encoder_input(&encoder.config, &cfg),
+        encoder_input_size: presets::default_encoder_input(encoder.patch_size(), &cfg),
         image_mean: rae_core::models::rae::IMAGENET_MEAN,
         image_std: rae_core::models::rae::IMAGENET_STD,
         encoder,

@@ -7,12 +7,14 @@ mod config;
 pub mod decoder;
 pub mod dinov2;
 pub mod dit;
+pub mod encoder;
 pub mod rae;
 
 pub use config::Cfg;
 pub use decoder::{DecoderConfig, RaeDecoder};
 pub use dinov2::{Dinov2Config, Dinov2Encoder, PosInterp};
 pub use dit::{DitConfig, DitDh, DitSaved};
+pub use encoder::Encoder;
 pub use rae::{LatentStats, NoiseRule, Rae};
 
 /// Whether a forward keeps what its backward needs.

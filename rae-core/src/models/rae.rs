@@ -4,7 +4,7 @@
 use alloc::format;
 use alloc::vec::Vec;
 
-use super::{Dinov2Encoder, Mode, RaeDecoder};
+use super::{Encoder, Mode, RaeDecoder};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::nn::tables::resize_bicubic;
@@ -124,7 +124,7 @@ pub enum NoiseRule {
 #[derive(Debug, Clone)]
 pub struct Rae<B: Backend> {
     /// The frozen encoder.
-    pub encoder: Dinov2Encoder<B>,
+    pub encoder: Encoder<B>,
     /// The decoder.
     pub decoder: RaeDecoder<B>,
     /// Latent statistics; `None` means latents are not normalised (as when computing them).
@@ -140,13 +140,13 @@ pub struct Rae<B: Backend> {
 impl<B: Backend> Rae<B> {
     /// Latent grid side (`encoder_input_size / patch`).
     pub fn latent_grid(&self) -> usize {
-        self.encoder_input_size / self.encoder.config.patch_size
+        self.encoder_input_size / self.encoder.patch_size()
     }
 
     /// Latent shape `[C, h, w]`.
     pub fn latent_dims(&self) -> [usize; 3] {
         let g = self.latent_grid();
-        [self.encoder.config.hidden_size, g, g]
+        [self.encoder.hidden_size(), g, g]
     }
 
     fn per_channel(&self, b: &B, x: &Tensor<B>, inverse: bool) -> Result<Tensor<B>> {
@@ -181,7 +181,7 @@ impl<B: Backend> Rae<B> {
         let s = self.encoder_input_size;
         let x = resize_bicubic(b, images, s, s)?;
         let x = self.per_channel(b, &x, false)?;
-        self.encoder.forward(b, &x, Mode::Infer)
+        self.encoder.forward(b, &x)
     }
 
     /// Adds the per-sample noise of decoder training (§2.5) to tokens `[B, N, C]`:
