@@ -56,21 +56,25 @@ pub trait Job {
 
 #[cfg(feature = "cuda")]
 fn cuda(device: usize) -> CliResult<rae_backend_cuda::CudaBackend> {
-    rae_backend_cuda::CudaBackend::new(device)
-        .map_err(|e| CliError::new(format!("--backend cuda: {e}")))
+    rae_backend_cuda::create(device).map_err(|e| CliError::new(format!("--backend cuda: {e}")))
 }
 
+/// A WGPU backend: `--device N` picks GPU number N; otherwise the adapter named by
+/// `RAE_WGPU_ADAPTER` (`auto`, `cpu`, `gpu`, `gpu:N`), where `auto` takes a GPU and falls back
+/// to a CPU adapter (lavapipe) only when it is the only one. With `gpu_only` (the automatic
+/// backend choice) a CPU adapter is never used: the CPU backend is faster than lavapipe.
 #[cfg(feature = "wgpu")]
-fn wgpu(
-    device: Option<usize>,
-    allow_cpu_adapter: bool,
-) -> CliResult<rae_backend_wgpu::WgpuBackend> {
-    let opts = rae_backend_wgpu::WgpuOptions {
-        device,
-        force_cpu_adapter: false,
-        allow_cpu_adapter,
-    };
-    rae_backend_wgpu::WgpuBackend::new(opts)
+fn wgpu(device: Option<usize>, gpu_only: bool) -> CliResult<rae_backend_wgpu::WgpuBackend> {
+    use rae_backend_wgpu::{AdapterChoice, WgpuOptions};
+    let mut opts =
+        WgpuOptions::from_env().map_err(|e| CliError::new(format!("--backend wgpu: {e}")))?;
+    if let Some(n) = device {
+        opts.adapter = AdapterChoice::Gpu(n);
+    } else if gpu_only && opts.adapter == AdapterChoice::Auto {
+        opts.adapter = AdapterChoice::Gpu(0);
+    }
+    opts.quiet = true;
+    opts.build()
         .map_err(|e| CliError::new(format!("--backend wgpu: {e}")))
 }
 
@@ -112,7 +116,7 @@ pub fn dispatch<J: Job>(
         BackendChoice::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
-                let b = wgpu(device, true)?;
+                let b = wgpu(device, false)?;
                 announce(&b, device);
                 job.run(&b)
             }
@@ -131,7 +135,7 @@ pub fn dispatch<J: Job>(
                 return job.run(&b);
             }
             #[cfg(feature = "wgpu")]
-            if let Ok(b) = wgpu(device, false) {
+            if let Ok(b) = wgpu(device, true) {
                 announce(&b, device);
                 return job.run(&b);
             }

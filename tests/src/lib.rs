@@ -4,4 +4,5 @@
 //! (written once, run on every backend present) and end-to-end runs of `rae-cli`. Shared
 //! helpers live here; the tests are under `tests/tests/`.
 
+pub mod conformance;
 pub mod util;

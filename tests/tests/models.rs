@@ -1,6 +1,8 @@
 //! Model-level checks beyond the fixtures: finite-difference gradients of whole tiny models,
 //! loading by reference names, and clear errors for wrong checkpoints.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use rae_core::models::{DecoderConfig, DitConfig, DitDh, Mode, RaeDecoder};
 use rae_core::nn::{save_module, Grads, HostTensors, Init, Module};

@@ -1,6 +1,8 @@
 //! Parity with the reference PyTorch implementation on the fixtures of `tests/fixtures/`
 //! (see its README for how they were made and the tolerances).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use rae_core::flow::{sample_ode, shifted_grid, Keep, OdeMethod};
 use rae_core::json::parse_named;
 use rae_core::models::{

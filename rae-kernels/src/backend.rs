@@ -1,0 +1,525 @@
+//! [`CubeBackend`]: `rae_core::Backend` for any CubeCL runtime. Shapes are validated with
+//! `rae_core::check` (the same errors as the CPU backend), then each op launches the
+//! kernels of its family in [`crate::kernels`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use rae_core::backend::{
+    AdamWStep, AttentionGrads, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder,
+    Reduce, Unary,
+};
+use rae_core::{check, Error, PhiloxKey, Result, Shape, Tensor};
+
+use crate::kernels::{
+    cond, elementwise, embed, glu, layout, matmul, norm, optim, philox, reduce, rope, softmax,
+};
+
+/// Device memory of a [`CubeBackend`] tensor: a CubeCL buffer handle and the number of
+/// f32 values it holds. Cloning shares the buffer; ops never write into a buffer they did
+/// not just allocate, so a clone is a stable snapshot.
+#[derive(Clone, Debug)]
+pub struct CubeStorage {
+    handle: Handle,
+    len: usize,
+}
+
+impl CubeStorage {
+    /// The CubeCL buffer handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Number of f32 values in the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Smallest buffer, in floats: one `vec4`, the widest load of any kernel.
+const MIN_FLOATS: usize = 4;
+
+/// How the backend's `matmul` multiplies (all in f32 unless stated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulKernel {
+    /// cubek's unit-tiled f32 kernel, falling back to [`MatmulKernel::Tiled`] for a problem
+    /// cubek declines.
+    #[default]
+    Cubek,
+    /// cubek's tensor-core kernel where the device has one (it may round the inputs to
+    /// tf32), else as [`MatmulKernel::Cubek`]. Opt-in: results differ from f32.
+    CubekCmma,
+    /// Our shared-memory tiled kernel only (portable, every shape).
+    Tiled,
+}
+
+/// `rae_core::Backend` on a CubeCL runtime `R` (WGPU, CUDA, ...). Every op is a CubeCL
+/// kernel written once in [`crate::kernels`].
+pub struct CubeBackend<R: Runtime> {
+    client: ComputeClient<R>,
+    name: Arc<str>,
+    max_vector: usize,
+    matmul: MatmulKernel,
+}
+
+impl<R: Runtime> Clone for CubeBackend<R> {
+    fn clone(&self) -> Self {
+        CubeBackend {
+            client: self.client.clone(),
+            name: self.name.clone(),
+            max_vector: self.max_vector,
+            matmul: self.matmul,
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for CubeBackend<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CubeBackend")
+            .field("name", &self.name)
+            .field("max_vector", &self.max_vector)
+            .field("matmul", &self.matmul)
+            .finish()
+    }
+}
+
+impl<R: Runtime> CubeBackend<R> {
+    /// A backend on an existing client; `name` is what [`Backend::name`] reports (for
+    /// example `"wgpu: llvmpipe"`).
+    pub fn new(client: ComputeClient<R>, name: impl Into<String>) -> Self {
+        let max_vector = client
+            .io_optimized_vector_sizes(core::mem::size_of::<f32>())
+            .max()
+            .unwrap_or(1)
+            .clamp(1, 4);
+        CubeBackend {
+            client,
+            name: Arc::from(name.into()),
+            max_vector,
+            matmul: MatmulKernel::default(),
+        }
+    }
+
+    /// The same backend with another matmul kernel.
+    pub fn with_matmul(mut self, kernel: MatmulKernel) -> Self {
+        self.matmul = kernel;
+        self
+    }
+
+    /// The matmul kernel in use.
+    pub fn matmul_kernel(&self) -> MatmulKernel {
+        self.matmul
+    }
+
+    /// The CubeCL client.
+    pub fn client(&self) -> &ComputeClient<R> {
+        &self.client
+    }
+
+    /// Widest float vector the kernels load (1, 2 or 4).
+    pub(crate) fn max_vector(&self) -> usize {
+        self.max_vector
+    }
+
+    /// An error of this backend.
+    pub(crate) fn err(&self, reason: impl Into<String>) -> Error {
+        Error::backend(self.name.to_string(), reason)
+    }
+
+    /// A new, uninitialised buffer of `n` floats. At least [`MIN_FLOATS`] are reserved so
+    /// that every binding, even of an empty tensor read as `vec4`, is valid.
+    pub(crate) fn alloc(&self, n: usize) -> Result<CubeStorage> {
+        let bytes = n
+            .max(MIN_FLOATS)
+            .checked_mul(core::mem::size_of::<f32>())
+            .ok_or_else(|| self.err(format!("a buffer of {n} floats is too large")))?;
+        Ok(CubeStorage {
+            handle: self.client.empty(bytes),
+            len: n,
+        })
+    }
+
+    /// A buffer holding `data`, as u32 values (kernel index arguments).
+    pub(crate) fn upload_u32(&self, data: &[u32]) -> Handle {
+        if data.len() < MIN_FLOATS {
+            let mut padded = [0u32; MIN_FLOATS];
+            padded[..data.len()].copy_from_slice(data);
+            self.client.create_from_slice(u32::as_bytes(&padded))
+        } else {
+            self.client.create_from_slice(u32::as_bytes(data))
+        }
+    }
+
+    /// A tensor over `storage`, which must hold the shape's elements.
+    pub(crate) fn tensor(&self, storage: CubeStorage, shape: Shape) -> Result<Tensor<Self>> {
+        if storage.len < shape.numel() {
+            return Err(self.err(format!(
+                "a buffer of {} floats cannot hold a tensor of shape {shape}",
+                storage.len
+            )));
+        }
+        Ok(Tensor::from_parts(storage, shape))
+    }
+
+    /// A tensor over `storage` with dimensions `dims`.
+    pub(crate) fn tensor_dims(&self, storage: CubeStorage, dims: &[usize]) -> Result<Tensor<Self>> {
+        self.tensor(storage, Shape::new(dims)?)
+    }
+}
+
+type T<R> = Tensor<CubeBackend<R>>;
+
+impl<R: Runtime> Backend for CubeBackend<R> {
+    type Storage = CubeStorage;
+
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+
+    fn upload(&self, data: &[f32], dims: &[usize]) -> Result<T<R>> {
+        let shape = Shape::new(dims)?;
+        check::numel("upload", &shape, data.len())?;
+        let handle = if data.len() < MIN_FLOATS {
+            let mut padded = [0.0f32; MIN_FLOATS];
+            padded[..data.len()].copy_from_slice(data);
+            self.client.create_from_slice(f32::as_bytes(&padded))
+        } else {
+            self.client.create_from_slice(f32::as_bytes(data))
+        };
+        self.tensor(
+            CubeStorage {
+                handle,
+                len: data.len(),
+            },
+            shape,
+        )
+    }
+
+    fn download(&self, x: &T<R>) -> Result<Vec<f32>> {
+        let n = x.numel();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = self
+            .client
+            .read_one(x.storage().handle.clone())
+            .map_err(|e| self.err(format!("reading a tensor of shape {}: {e}", x.shape())))?;
+        let vals = f32::from_bytes(&bytes);
+        if vals.len() < n {
+            return Err(self.err(format!(
+                "read {} floats for a tensor of shape {}",
+                vals.len(),
+                x.shape()
+            )));
+        }
+        Ok(vals[..n].to_vec())
+    }
+
+    fn full(&self, dims: &[usize], value: f32) -> Result<T<R>> {
+        let shape = Shape::new(dims)?;
+        let s = elementwise::fill(self, shape.numel(), value)?;
+        self.tensor(s, shape)
+    }
+
+    fn sync(&self) -> Result<()> {
+        cubecl::future::block_on(self.client.sync()).map_err(|e| self.err(format!("sync: {e}")))
+    }
+
+    fn unary(&self, op: Unary, x: &T<R>) -> Result<T<R>> {
+        elementwise::unary(self, op, x)
+    }
+
+    fn unary_backward(&self, op: Unary, x: &T<R>, dy: &T<R>) -> Result<T<R>> {
+        check::same_shape("unary_backward", x.shape(), dy.shape())?;
+        elementwise::unary_backward(self, op, x, dy)
+    }
+
+    fn binary(&self, op: Binary, a: &T<R>, b: &T<R>) -> Result<T<R>> {
+        check::same_shape("binary", a.shape(), b.shape())?;
+        elementwise::binary(self, op, a, b)
+    }
+
+    fn scale(&self, x: &T<R>, alpha: f32) -> Result<T<R>> {
+        elementwise::affine(self, x, alpha, 0.0)
+    }
+
+    fn axpy(&self, alpha: f32, x: &T<R>, y: &T<R>) -> Result<T<R>> {
+        check::same_shape("axpy", y.shape(), x.shape())?;
+        elementwise::axpy(self, alpha, x, y)
+    }
+
+    fn bcast_affine(
+        &self,
+        x: &T<R>,
+        a: Option<&T<R>>,
+        b: Option<&T<R>>,
+        dims: [usize; 3],
+    ) -> Result<T<R>> {
+        check::view3("bcast_affine", x.shape(), dims)?;
+        let mid = Shape::new(&[dims[1]])?;
+        for t in [a, b].into_iter().flatten() {
+            check::numel("bcast_affine (coefficients)", t.shape(), mid.numel())?;
+        }
+        cond::bcast_affine(self, x, a, b, dims)
+    }
+
+    fn reduce(&self, op: Reduce, x: &T<R>, dims: [usize; 3]) -> Result<T<R>> {
+        check::view3("reduce", x.shape(), dims)?;
+        reduce::reduce(self, op, x, dims)
+    }
+
+    fn matmul(&self, a: &T<R>, b: &T<R>, ta: bool, tb: bool) -> Result<T<R>> {
+        let d = check::matmul(a.shape(), b.shape(), ta, tb)?;
+        matmul::matmul(self, a, b, ta, tb, d)
+    }
+
+    fn layernorm(
+        &self,
+        x: &T<R>,
+        gamma: Option<&T<R>>,
+        beta: Option<&T<R>>,
+        eps: f32,
+    ) -> Result<(T<R>, NormStats<Self>)> {
+        let rc = check::norm("layernorm", x, gamma, beta)?;
+        norm::forward(self, x, gamma, beta, eps, true, rc)
+    }
+
+    fn layernorm_backward(
+        &self,
+        x: &T<R>,
+        stats: &NormStats<Self>,
+        gamma: Option<&T<R>>,
+        has_beta: bool,
+        dy: &T<R>,
+    ) -> Result<NormGrads<Self>> {
+        let rc = check::norm("layernorm_backward", x, gamma, None)?;
+        check::same_shape("layernorm_backward", x.shape(), dy.shape())?;
+        check::numel("layernorm_backward (stats)", stats.rstd.shape(), rc.0)?;
+        check::numel("layernorm_backward (stats)", stats.mean.shape(), rc.0)?;
+        norm::backward(self, x, stats, gamma, has_beta, dy, true, rc)
+    }
+
+    fn rmsnorm(
+        &self,
+        x: &T<R>,
+        weight: Option<&T<R>>,
+        eps: f32,
+    ) -> Result<(T<R>, NormStats<Self>)> {
+        let rc = check::norm("rmsnorm", x, weight, None)?;
+        norm::forward(self, x, weight, None, eps, false, rc)
+    }
+
+    fn rmsnorm_backward(
+        &self,
+        x: &T<R>,
+        stats: &NormStats<Self>,
+        weight: Option<&T<R>>,
+        dy: &T<R>,
+    ) -> Result<NormGrads<Self>> {
+        let rc = check::norm("rmsnorm_backward", x, weight, None)?;
+        check::same_shape("rmsnorm_backward", x.shape(), dy.shape())?;
+        check::numel("rmsnorm_backward (stats)", stats.rstd.shape(), rc.0)?;
+        norm::backward(self, x, stats, weight, false, dy, false, rc)
+    }
+
+    fn softmax(&self, x: &T<R>) -> Result<T<R>> {
+        softmax::softmax(self, x, 1.0)
+    }
+
+    fn softmax_backward(&self, y: &T<R>, dy: &T<R>) -> Result<T<R>> {
+        check::same_shape("softmax_backward", y.shape(), dy.shape())?;
+        softmax::softmax_backward(self, y, dy, 1.0)
+    }
+
+    fn rope(&self, x: &T<R>, cos: &T<R>, sin: &T<R>, inverse: bool) -> Result<T<R>> {
+        let (_, n, hd) = check::rope(x, cos, sin)?;
+        rope::rope(self, x, cos, sin, inverse, n, hd)
+    }
+
+    fn swiglu(&self, u: &T<R>) -> Result<T<R>> {
+        let (rows, h) = check::swiglu(u.shape())?;
+        glu::swiglu(self, u, rows, h)
+    }
+
+    fn swiglu_backward(&self, u: &T<R>, dy: &T<R>) -> Result<T<R>> {
+        let (rows, h) = check::swiglu(u.shape())?;
+        check::same_shape("swiglu_backward", &u.shape().with_last(h), dy.shape())?;
+        glu::swiglu_backward(self, u, dy, rows, h)
+    }
+
+    fn modulate(&self, x: &T<R>, shift: Option<&T<R>>, scale: Option<&T<R>>) -> Result<T<R>> {
+        let d = check::modulate(x, shift, scale)?;
+        cond::cond(self, x, shift, scale, &d, false)
+    }
+
+    fn modulate_backward(
+        &self,
+        x: &T<R>,
+        shift: Option<&T<R>>,
+        scale: Option<&T<R>>,
+        dy: &T<R>,
+    ) -> Result<ModulateGrads<Self>> {
+        let d = check::modulate(x, shift, scale)?;
+        check::same_shape("modulate_backward", x.shape(), dy.shape())?;
+        let dx = match scale {
+            Some(s) => cond::cond(self, dy, None, Some(s), &d, false)?,
+            None => dy.clone(),
+        };
+        let dshift = match shift {
+            Some(_) => Some(cond::cond_reduce(self, dy, None, &d)?),
+            None => None,
+        };
+        let dscale = match scale {
+            Some(_) => Some(cond::cond_reduce(self, dy, Some(x), &d)?),
+            None => None,
+        };
+        Ok(ModulateGrads { dx, dshift, dscale })
+    }
+
+    fn gate(&self, x: &T<R>, g: &T<R>) -> Result<T<R>> {
+        let d = check::cond("gate", x.shape(), g.shape())?;
+        cond::cond(self, x, None, Some(g), &d, true)
+    }
+
+    fn gate_backward(&self, x: &T<R>, g: &T<R>, dy: &T<R>) -> Result<(T<R>, T<R>)> {
+        let d = check::cond("gate_backward", x.shape(), g.shape())?;
+        check::same_shape("gate_backward", x.shape(), dy.shape())?;
+        let dx = cond::cond(self, dy, None, Some(g), &d, true)?;
+        let dg = cond::cond_reduce(self, dy, Some(x), &d)?;
+        Ok((dx, dg))
+    }
+
+    fn gather_rows(&self, table: &T<R>, idx: &[u32]) -> Result<T<R>> {
+        let (_, c) = check::gather(table.shape(), idx)?;
+        embed::gather_rows(self, table, idx, c)
+    }
+
+    fn scatter_add_rows(&self, dy: &T<R>, idx: &[u32], rows: usize) -> Result<T<R>> {
+        let shape = Shape::new(&[rows, dy.shape().last()])?;
+        let (_, c) = check::gather(&shape, idx)?;
+        check::same_shape(
+            "scatter_add_rows",
+            &Shape::new(&[idx.len(), c])?,
+            dy.shape(),
+        )?;
+        embed::scatter_add_rows(self, dy, idx, rows, c)
+    }
+
+    fn fourier_features(&self, t: &T<R>, w: &T<R>) -> Result<T<R>> {
+        let (b, f) = check::fourier(t.shape(), w.shape())?;
+        embed::fourier_features(self, t, w, b, f)
+    }
+
+    fn patchify(&self, x: &T<R>, p: usize, order: PatchOrder) -> Result<T<R>> {
+        let (b, c, h, w) = check::patchify(x.shape(), p)?;
+        let out = [b, (h / p) * (w / p), p * p * c];
+        layout::patch(self, x, (c, h, w), p, order, true, &out)
+    }
+
+    fn unpatchify(
+        &self,
+        x: &T<R>,
+        channels: usize,
+        grid: (usize, usize),
+        p: usize,
+        order: PatchOrder,
+    ) -> Result<T<R>> {
+        let b = check::unpatchify(x.shape(), channels, grid, p)?;
+        let (h, w) = (grid.0 * p, grid.1 * p);
+        layout::patch(
+            self,
+            x,
+            (channels, h, w),
+            p,
+            order,
+            false,
+            &[b, channels, h, w],
+        )
+    }
+
+    fn permute0213(&self, x: &T<R>) -> Result<T<R>> {
+        let d = check::permute0213(x.shape())?;
+        layout::permute0213(self, x, d)
+    }
+
+    fn slice_mid(&self, x: &T<R>, dims: [usize; 3], start: usize, len: usize) -> Result<T<R>> {
+        check::slice_mid(x.shape(), dims, start, len)?;
+        layout::slice_mid(self, x, dims, start, len)
+    }
+
+    fn concat_mid(&self, xs: &[&T<R>], outer: usize, inner: usize) -> Result<T<R>> {
+        let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
+        let mids = check::concat_mid(&shapes, outer, inner)?;
+        layout::concat_mid(self, xs, &mids, outer, inner)
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut T<R>,
+        grad: &T<R>,
+        m: &mut T<R>,
+        v: &mut T<R>,
+        hp: &AdamWStep,
+    ) -> Result<()> {
+        check::same_shape("adamw_step (param vs grad)", grad.shape(), param.shape())?;
+        check::same_shape("adamw_step (m vs grad)", grad.shape(), m.shape())?;
+        check::same_shape("adamw_step (v vs grad)", grad.shape(), v.shape())?;
+        optim::adamw(self, param, grad, m, v, hp)
+    }
+
+    fn ema_update(&self, ema: &mut T<R>, param: &T<R>, decay: f32) -> Result<()> {
+        check::same_shape("ema_update", ema.shape(), param.shape())?;
+        optim::ema(self, ema, param, decay)
+    }
+
+    /// `softmax(q·kᵀ·scale)·v` (spec §0) as two tiled matmuls around a softmax kernel that
+    /// applies the scale itself (one pass fewer than the trait's composite, same values).
+    fn attention(&self, q: &T<R>, k: &T<R>, v: &T<R>, scale: f32) -> Result<(T<R>, T<R>)> {
+        check::attention(q, k, v)?;
+        let s = self.matmul(q, k, false, true)?;
+        let p = softmax::softmax(self, &s, scale)?;
+        let o = self.matmul(&p, v, false, false)?;
+        Ok((o, p))
+    }
+
+    /// Backward of [`Backend::attention`] from the saved probabilities, with the scale
+    /// folded into the softmax backward.
+    fn attention_backward(
+        &self,
+        q: &T<R>,
+        k: &T<R>,
+        v: &T<R>,
+        p: &T<R>,
+        dout: &T<R>,
+        scale: f32,
+    ) -> Result<AttentionGrads<Self>> {
+        check::attention(q, k, v)?;
+        check::same_shape("attention_backward", q.shape(), dout.shape())?;
+        let dv = self.matmul(p, dout, true, false)?;
+        let dp = self.matmul(dout, v, false, true)?;
+        check::same_shape("attention_backward (probabilities)", dp.shape(), p.shape())?;
+        let ds = softmax::softmax_backward(self, p, &dp, scale)?;
+        let dq = self.matmul(&ds, k, false, false)?;
+        let dk = self.matmul(&ds, q, true, false)?;
+        Ok(AttentionGrads { dq, dk, dv })
+    }
+
+    fn fill_uniform(&self, dims: &[usize], key: PhiloxKey, offset: u64) -> Result<T<R>> {
+        let shape = Shape::new(dims)?;
+        let s = philox::fill(self, shape.numel(), key, offset, false)?;
+        self.tensor(s, shape)
+    }
+
+    fn fill_normal(&self, dims: &[usize], key: PhiloxKey, offset: u64) -> Result<T<R>> {
+        let shape = Shape::new(dims)?;
+        let s = philox::fill(self, shape.numel(), key, offset, true)?;
+        self.tensor(s, shape)
+    }
+}

@@ -1,0 +1,245 @@
+//! Broadcast conditioning: `bcast_affine` (bias adds, LayerScale, normalisations), adaLN
+//! `modulate` `x ⊙ (1 + scale) + shift` and `gate` `x ⊙ g` (§3.3), with the backward
+//! reductions over the tokens that share a conditioning row.
+//!
+//! Conditioning row of token row `r = b·N + n`: `b·Nc + n / (N/Nc)`, so the tokens of one
+//! conditioning row are consecutive and their gradient is the column reduction of the
+//! `[B·Nc, N/Nc, C]` view.
+
+use cubecl::prelude::*;
+use rae_core::check::CondDims;
+use rae_core::{Result, Tensor};
+
+use crate::backend::{CubeBackend, CubeStorage};
+use crate::kernels::reduce::{launch_cols, mode, ColInputs};
+use crate::launch::{grid_1d, sarr, tarr, u32_arg, vector_width, CUBE_1D};
+use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+
+/// `y = x · a[m] + b[m]` on the `[outer, mid, inner]` view, `inner_v = inner / N`.
+#[cube(launch_unchecked)]
+fn bcast_affine_kernel<N: Size>(
+    x: &Array<Vector<f32, N>>,
+    a: &Array<f32>,
+    b: &Array<f32>,
+    y: &mut Array<Vector<f32, N>>,
+    mid: u32,
+    inner_v: u32,
+    #[comptime] has_a: bool,
+    #[comptime] has_b: bool,
+) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        let m = (i / inner_v as usize) % mid as usize;
+        let mut v = x[i];
+        if has_a {
+            v *= Vector::new(a[m]);
+        }
+        if has_b {
+            v += Vector::new(b[m]);
+        }
+        y[i] = v;
+    }
+}
+
+/// `y = x ⊙ (1 + scale[c]) + shift[c]` (modulate) or `y = x ⊙ g[c]` (gate, `gate = true`,
+/// `g` passed as `scale`), `c` the conditioning row; `cv = C / N`.
+#[cube(launch_unchecked)]
+fn cond_kernel<N: Size>(
+    x: &Array<Vector<f32, N>>,
+    shift: &Array<Vector<f32, N>>,
+    scale: &Array<Vector<f32, N>>,
+    y: &mut Array<Vector<f32, N>>,
+    tokens: u32,
+    cond_tokens: u32,
+    cv: u32,
+    #[comptime] has_shift: bool,
+    #[comptime] has_scale: bool,
+    #[comptime] gate: bool,
+) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        let cv = cv as usize;
+        let n = tokens as usize;
+        let nc = cond_tokens as usize;
+        let row = i / cv;
+        let j = i % cv;
+        let crow = (row / n) * nc + (row % n) / (n / nc);
+        let at = crow * cv + j;
+        let mut v = x[i];
+        if gate {
+            v *= scale[at];
+        } else {
+            if has_scale {
+                v *= scale[at] + Vector::new(1.0f32);
+            }
+            if has_shift {
+                v += shift[at];
+            }
+        }
+        y[i] = v;
+    }
+}
+
+type T<R> = Tensor<CubeBackend<R>>;
+
+/// [`rae_core::Backend::bcast_affine`] (arguments checked by the caller).
+pub(crate) fn bcast_affine<R: Runtime>(
+    be: &CubeBackend<R>,
+    x: &T<R>,
+    a: Option<&T<R>>,
+    b: Option<&T<R>>,
+    dims: [usize; 3],
+) -> Result<T<R>> {
+    let n = x.numel();
+    let out = be.alloc(n)?;
+    if n > 0 {
+        let w = vector_width(be, &[dims[2]]);
+        let (count, dim) = grid_1d(n / w);
+        let dummy = be.alloc(1)?;
+        let av = a.map(|t| t.storage()).unwrap_or(&dummy);
+        let bv = b.map(|t| t.storage()).unwrap_or(&dummy);
+        // SAFETY: x/y hold n floats; a and b are read at m < mid (their checked length)
+        // only when present.
+        unsafe {
+            bcast_affine_kernel::launch_unchecked::<R>(
+                be.client(),
+                count,
+                dim,
+                w,
+                tarr(x),
+                sarr(av),
+                sarr(bv),
+                sarr(&out),
+                u32_arg("bcast_affine mid", dims[1])?,
+                u32_arg("bcast_affine inner", dims[2] / w)?,
+                a.is_some(),
+                b.is_some(),
+            )
+        }
+    }
+    be.tensor(out, x.shape().clone())
+}
+
+/// `modulate` (or `gate` when `gate`, with `g` passed as `scale`).
+pub(crate) fn cond<R: Runtime>(
+    be: &CubeBackend<R>,
+    x: &T<R>,
+    shift: Option<&T<R>>,
+    scale: Option<&T<R>>,
+    d: &CondDims,
+    gate: bool,
+) -> Result<T<R>> {
+    let total = x.numel();
+    let out = be.alloc(total)?;
+    if total > 0 {
+        let w = vector_width(be, &[d.c]);
+        let (count, dim) = grid_1d(total / w);
+        let dummy = be.alloc(w)?;
+        let sh = shift.map(|t| t.storage()).unwrap_or(&dummy);
+        let sc = scale.map(|t| t.storage()).unwrap_or(&dummy);
+        // SAFETY: x/y hold B·N·C floats; shift/scale hold B·Nc·C and are read at
+        // crow·C + j with crow < B·Nc, only when present.
+        unsafe {
+            cond_kernel::launch_unchecked::<R>(
+                be.client(),
+                count,
+                dim,
+                w,
+                tarr(x),
+                sarr(sh),
+                sarr(sc),
+                sarr(&out),
+                u32_arg("modulate tokens", d.n)?,
+                u32_arg("modulate conditioning tokens", d.nc)?,
+                u32_arg("modulate channels", d.c / w)?,
+                shift.is_some(),
+                scale.is_some(),
+                gate,
+            )
+        }
+    }
+    be.tensor(out, x.shape().clone())
+}
+
+/// `Σ dy` (or `Σ dy ⊙ x` with `x`) over the tokens of each conditioning row:
+/// `[B, Nc, C]`.
+pub(crate) fn cond_reduce<R: Runtime>(
+    be: &CubeBackend<R>,
+    dy: &T<R>,
+    x: Option<&T<R>>,
+    d: &CondDims,
+) -> Result<T<R>> {
+    let inp = ColInputs {
+        x: dy.storage(),
+        z: x.map(|t| t.storage()),
+        mean: None,
+        rstd: None,
+    };
+    let op = if x.is_some() { mode::SUM_XZ } else { mode::SUM };
+    let out: CubeStorage = launch_cols(be, &inp, [d.b * d.nc, d.repeat(), d.c], op, None)?;
+    be.tensor_dims(out, &[d.b, d.nc, d.c])
+}
+
+/// Every variant of this family, for [`crate::lowering`].
+pub(crate) fn variants(v: &mut Vec<Variant>) {
+    let dim = CubeDim::new_1d(CUBE_1D);
+    for w in WIDTHS {
+        for (has_a, has_b) in [(false, false), (false, true), (true, false), (true, true)] {
+            v.push(Variant::new(
+                format!("bcast_affine_kernel w={w} a={has_a} b={has_b}"),
+                dim,
+                move |b| {
+                    type V = Vector<f32, bcast_affine_kernel::N>;
+                    b.scope.register_size::<bcast_affine_kernel::N>(w);
+                    let x = input::<V>(b);
+                    let (a, c) = (input::<f32>(b), input::<f32>(b));
+                    let y = output::<V>(b);
+                    let (mid, iv) = (scalar::<u32>(b), scalar::<u32>(b));
+                    bcast_affine_kernel::expand::<bcast_affine_kernel::N>(
+                        &mut b.scope,
+                        w,
+                        x,
+                        a,
+                        c,
+                        y,
+                        mid,
+                        iv,
+                        has_a,
+                        has_b,
+                    );
+                },
+            ));
+            let (has_shift, has_scale) = (has_a, has_b);
+            for gate in [false, true] {
+                if gate && (has_shift || !has_scale) {
+                    continue;
+                }
+                v.push(Variant::new(
+                    format!("cond_kernel w={w} shift={has_shift} scale={has_scale} gate={gate}"),
+                    dim,
+                    move |b| {
+                        type V = Vector<f32, cond_kernel::N>;
+                        b.scope.register_size::<cond_kernel::N>(w);
+                        let (x, sh, sc) = (input::<V>(b), input::<V>(b), input::<V>(b));
+                        let y = output::<V>(b);
+                        let (n, nc, cv) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<u32>(b));
+                        cond_kernel::expand::<cond_kernel::N>(
+                            &mut b.scope,
+                            w,
+                            x,
+                            sh,
+                            sc,
+                            y,
+                            n,
+                            nc,
+                            cv,
+                            has_shift,
+                            has_scale,
+                            gate,
+                        );
+                    },
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! Element-wise kernels: the [`Unary`] functions and their derivatives, [`Binary`] ops,
+//! `scale`, `axpy` and constant fills (spec §0 for SiLU and both GELUs).
+//!
+//! Every kernel works on `Vector<f32, N>`: the host picks `N = 4` when every length is a
+//! multiple of four (one 128-bit load per unit) and falls back to `N = 2` or the scalar
+//! path `N = 1` otherwise.
+
+use cubecl::prelude::*;
+use rae_core::{Binary, Result, Tensor, Unary};
+
+use crate::backend::{CubeBackend, CubeStorage};
+use crate::launch::{grid_1d, sarr, tarr, vector_width, CUBE_1D};
+use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+
+/// Kernel codes of the unary functions (comptime arguments must be plain values).
+pub(crate) mod code {
+    pub const SILU: u32 = 0;
+    pub const GELU_ERF: u32 = 1;
+    pub const GELU_TANH: u32 = 2;
+    pub const SIGMOID: u32 = 3;
+    pub const SQUARE: u32 = 4;
+    pub const ABS: u32 = 5;
+    pub const ADD: u32 = 0;
+    pub const SUB: u32 = 1;
+    pub const MUL: u32 = 2;
+}
+
+/// The kernel code of a unary op.
+pub(crate) fn unary_code(op: Unary) -> u32 {
+    match op {
+        Unary::Silu => code::SILU,
+        Unary::GeluErf => code::GELU_ERF,
+        Unary::GeluTanh => code::GELU_TANH,
+        Unary::Sigmoid => code::SIGMOID,
+        Unary::Square => code::SQUARE,
+        Unary::Abs => code::ABS,
+    }
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_TANH_C: f32 = 0.044_715;
+const INV_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+const GELU_TANH_3C: f32 = 3.0 * GELU_TANH_C;
+
+/// `1 / (1 + exp(−x))`.
+#[cube]
+pub(crate) fn sigmoid<N: Size>(x: Vector<f32, N>) -> Vector<f32, N> {
+    Vector::new(1.0f32) / (Vector::exp(-x) + 1.0f32)
+}
+
+/// `tanh` with its argument clamped to ±10 (where tanh is ±1 in f32), so no
+/// implementation overflows `exp` into `inf / inf`.
+#[cube]
+pub(crate) fn tanh_safe<N: Size>(u: Vector<f32, N>) -> Vector<f32, N> {
+    Vector::tanh(u.clamp(Vector::new(-10.0f32), Vector::new(10.0f32)))
+}
+
+/// The tanh-GELU inner argument `√(2/π)·(x + 0.044715·x³)`.
+#[cube]
+fn gelu_tanh_arg<N: Size>(x: Vector<f32, N>) -> Vector<f32, N> {
+    (x + x * x * x * Vector::new(GELU_TANH_C)) * Vector::new(SQRT_2_OVER_PI)
+}
+
+/// `f(x)` of the unary function `op`.
+#[cube]
+#[allow(unused_assignments)]
+pub(crate) fn unary_fwd<N: Size>(x: Vector<f32, N>, #[comptime] op: u32) -> Vector<f32, N> {
+    let mut y = Vector::new(0.0f32);
+    if op == code::SILU {
+        y = x * sigmoid(x);
+    } else if op == code::GELU_ERF {
+        y = x * (Vector::erf(x * Vector::new(INV_SQRT_2)) + 1.0f32) * 0.5f32;
+    } else if op == code::GELU_TANH {
+        y = x * (tanh_safe(gelu_tanh_arg(x)) + 1.0f32) * 0.5f32;
+    } else if op == code::SIGMOID {
+        y = sigmoid(x);
+    } else if op == code::SQUARE {
+        y = x * x;
+    } else {
+        y = Vector::abs(x);
+    }
+    y
+}
+
+/// `f'(x)` of the unary function `op`.
+#[cube]
+#[allow(unused_assignments)]
+pub(crate) fn unary_grad<N: Size>(x: Vector<f32, N>, #[comptime] op: u32) -> Vector<f32, N> {
+    let mut d = Vector::new(0.0f32);
+    if op == code::SILU {
+        let s = sigmoid(x);
+        d = s * (x * (Vector::new(1.0f32) - s) + 1.0f32);
+    } else if op == code::GELU_ERF {
+        let cdf = (Vector::erf(x * Vector::new(INV_SQRT_2)) + 1.0f32) * 0.5f32;
+        let pdf = Vector::exp(x * x * Vector::new(-0.5f32)) * Vector::new(INV_SQRT_2PI);
+        d = cdf + x * pdf;
+    } else if op == code::GELU_TANH {
+        let th = tanh_safe(gelu_tanh_arg(x));
+        let du = (x * x * Vector::new(GELU_TANH_3C) + 1.0f32) * Vector::new(SQRT_2_OVER_PI);
+        d = (th + 1.0f32) * 0.5f32 + x * (Vector::new(1.0f32) - th * th) * du * 0.5f32;
+    } else if op == code::SIGMOID {
+        let s = sigmoid(x);
+        d = s * (Vector::new(1.0f32) - s);
+    } else if op == code::SQUARE {
+        d = x * 2.0f32;
+    } else {
+        // sign(x), 0 at 0 (and NaN stays NaN through the comparisons' false branches).
+        let zero = Vector::new(0.0f32);
+        let pos = select_many(x.greater_than(zero), Vector::new(1.0f32), zero);
+        d = select_many(x.less_than(zero), Vector::new(-1.0f32), pos);
+    }
+    d
+}
+
+#[cube(launch_unchecked)]
+fn unary_kernel<N: Size>(
+    x: &Array<Vector<f32, N>>,
+    y: &mut Array<Vector<f32, N>>,
+    #[comptime] op: u32,
+) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        y[i] = unary_fwd(x[i], op);
+    }
+}
+
+#[cube(launch_unchecked)]
+fn unary_backward_kernel<N: Size>(
+    x: &Array<Vector<f32, N>>,
+    dy: &Array<Vector<f32, N>>,
+    dx: &mut Array<Vector<f32, N>>,
+    #[comptime] op: u32,
+) {
+    let i = ABSOLUTE_POS;
+    if i < dx.len() {
+        dx[i] = dy[i] * unary_grad(x[i], op);
+    }
+}
+
+#[cube(launch_unchecked)]
+fn binary_kernel<N: Size>(
+    a: &Array<Vector<f32, N>>,
+    b: &Array<Vector<f32, N>>,
+    y: &mut Array<Vector<f32, N>>,
+    #[comptime] op: u32,
+) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        if op == code::ADD {
+            y[i] = a[i] + b[i];
+        } else if op == code::SUB {
+            y[i] = a[i] - b[i];
+        } else {
+            y[i] = a[i] * b[i];
+        }
+    }
+}
+
+/// `y = alpha·x + beta` (scale when `beta = 0`).
+#[cube(launch_unchecked)]
+fn affine_kernel<N: Size>(
+    x: &Array<Vector<f32, N>>,
+    y: &mut Array<Vector<f32, N>>,
+    alpha: f32,
+    beta: f32,
+) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        y[i] = x[i] * Vector::new(alpha) + Vector::new(beta);
+    }
+}
+
+/// `y = alpha·x + z`.
+#[cube(launch_unchecked)]
+fn axpy_kernel<N: Size>(
+    x: &Array<Vector<f32, N>>,
+    z: &Array<Vector<f32, N>>,
+    y: &mut Array<Vector<f32, N>>,
+    alpha: f32,
+) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        y[i] = x[i] * Vector::new(alpha) + z[i];
+    }
+}
+
+/// `y = value` everywhere.
+#[cube(launch_unchecked)]
+fn fill_kernel<N: Size>(y: &mut Array<Vector<f32, N>>, value: f32) {
+    let i = ABSOLUTE_POS;
+    if i < y.len() {
+        y[i] = Vector::new(value);
+    }
+}
+
+type T<R> = Tensor<CubeBackend<R>>;
+
+/// `op(x)` element-wise.
+pub(crate) fn unary<R: Runtime>(be: &CubeBackend<R>, op: Unary, x: &T<R>) -> Result<T<R>> {
+    let n = x.numel();
+    let out = be.alloc(n)?;
+    if n > 0 {
+        let w = vector_width(be, &[n]);
+        let (count, dim) = grid_1d(n / w);
+        // SAFETY: every unit checks its index against the output length; x has n floats.
+        unsafe {
+            unary_kernel::launch_unchecked::<R>(
+                be.client(),
+                count,
+                dim,
+                w,
+                tarr(x),
+                sarr(&out),
+                unary_code(op),
+            )
+        }
+    }
+    be.tensor(out, x.shape().clone())
+}
+
+/// `dy ⊙ op'(x)`; shapes are checked by the caller.
+pub(crate) fn unary_backward<R: Runtime>(
+    be: &CubeBackend<R>,
+    op: Unary,
+    x: &T<R>,
+    dy: &T<R>,
+) -> Result<T<R>> {
+    let n = x.numel();
+    let out = be.alloc(n)?;
+    if n > 0 {
+        let w = vector_width(be, &[n]);
+        let (count, dim) = grid_1d(n / w);
+        // SAFETY: x, dy and the output hold n floats; units check the output length.
+        unsafe {
+            unary_backward_kernel::launch_unchecked::<R>(
+                be.client(),
+                count,
+                dim,
+                w,
+                tarr(x),
+                tarr(dy),
+                sarr(&out),
+                unary_code(op),
+            )
+        }
+    }
+    be.tensor(out, x.shape().clone())
+}
+
+/// `a ∘ b` on equal shapes (checked by the caller).
+pub(crate) fn binary<R: Runtime>(
+    be: &CubeBackend<R>,
+    op: Binary,
+    a: &T<R>,
+    b: &T<R>,
+) -> Result<T<R>> {
+    let n = a.numel();
+    let out = be.alloc(n)?;
+    if n > 0 {
+        let w = vector_width(be, &[n]);
+        let (count, dim) = grid_1d(n / w);
+        let op = match op {
+            Binary::Add => code::ADD,
+            Binary::Sub => code::SUB,
+            Binary::Mul => code::MUL,
+        };
+        // SAFETY: a, b and the output hold n floats; units check the output length.
+        unsafe {
+            binary_kernel::launch_unchecked::<R>(
+                be.client(),
+                count,
+                dim,
+                w,
+                tarr(a),
+                tarr(b),
+                sarr(&out),
+                op,
+            )
+        }
+    }
+    be.tensor(out, a.shape().clone())
+}
+
+/// `alpha·x + beta` into a new tensor.
+pub(crate) fn affine<R: Runtime>(
+    be: &CubeBackend<R>,
+    x: &T<R>,
+    alpha: f32,
+    beta: f32,
+) -> Result<T<R>> {
+    let n = x.numel();
+    let out = be.alloc(n)?;
+    if n > 0 {
+        let w = vector_width(be, &[n]);
+        let (count, dim) = grid_1d(n / w);
+        // SAFETY: x and the output hold n floats; units check the output length.
+        unsafe {
+            affine_kernel::launch_unchecked::<R>(
+                be.client(),
+                count,
+                dim,
+                w,
+                tarr(x),
+                sarr(&out),
+                alpha,
+                beta,
+            )
+        }
+    }
+    be.tensor(out, x.shape().clone())
+}
+
+/// `alpha·x + z` on equal shapes (checked by the caller).
+pub(crate) fn axpy<R: Runtime>(
+    be: &CubeBackend<R>,
+    alpha: f32,
+    x: &T<R>,
+    z: &T<R>,
+) -> Result<T<R>> {
+    let n = x.numel();
+    let out = be.alloc(n)?;
+    if n > 0 {
+        let w = vector_width(be, &[n]);
+        let (count, dim) = grid_1d(n / w);
+        // SAFETY: x, z and the output hold n floats; units check the output length.
+        unsafe {
+            axpy_kernel::launch_unchecked::<R>(
+                be.client(),
+                count,
+                dim,
+                w,
+                tarr(x),
+                tarr(z),
+                sarr(&out),
+                alpha,
+            )
+        }
+    }
+    be.tensor(out, z.shape().clone())
+}
+
+/// A new buffer of `n` floats, all `value`.
+pub(crate) fn fill<R: Runtime>(be: &CubeBackend<R>, n: usize, value: f32) -> Result<CubeStorage> {
+    let out = be.alloc(n)?;
+    if n > 0 {
+        let w = vector_width(be, &[n]);
+        let (count, dim) = grid_1d(n / w);
+        // SAFETY: the output holds n floats; units check its length.
+        unsafe { fill_kernel::launch_unchecked::<R>(be.client(), count, dim, w, sarr(&out), value) }
+    }
+    Ok(out)
+}
+
+/// Every variant of this family, for [`crate::lowering`].
+pub(crate) fn variants(v: &mut Vec<Variant>) {
+    let dim = CubeDim::new_1d(CUBE_1D);
+    for w in WIDTHS {
+        for op in code::SILU..=code::ABS {
+            v.push(Variant::new(
+                format!("unary_kernel op={op} w={w}"),
+                dim,
+                move |b| {
+                    type V = Vector<f32, unary_kernel::N>;
+                    b.scope.register_size::<unary_kernel::N>(w);
+                    let (x, y) = (input::<V>(b), output::<V>(b));
+                    unary_kernel::expand::<unary_kernel::N>(&mut b.scope, w, x, y, op);
+                },
+            ));
+            v.push(Variant::new(
+                format!("unary_backward_kernel op={op} w={w}"),
+                dim,
+                move |b| {
+                    type V = Vector<f32, unary_backward_kernel::N>;
+                    b.scope.register_size::<unary_backward_kernel::N>(w);
+                    let (x, dy, dx) = (input::<V>(b), input::<V>(b), output::<V>(b));
+                    unary_backward_kernel::expand::<unary_backward_kernel::N>(
+                        &mut b.scope,
+                        w,
+                        x,
+                        dy,
+                        dx,
+                        op,
+                    );
+                },
+            ));
+        }
+        for op in code::ADD..=code::MUL {
+            v.push(Variant::new(
+                format!("binary_kernel op={op} w={w}"),
+                dim,
+                move |b| {
+                    type V = Vector<f32, binary_kernel::N>;
+                    b.scope.register_size::<binary_kernel::N>(w);
+                    let (x, z, y) = (input::<V>(b), input::<V>(b), output::<V>(b));
+                    binary_kernel::expand::<binary_kernel::N>(&mut b.scope, w, x, z, y, op);
+                },
+            ));
+        }
+        v.push(Variant::new(
+            format!("affine_kernel w={w}"),
+            dim,
+            move |b| {
+                type V = Vector<f32, affine_kernel::N>;
+                b.scope.register_size::<affine_kernel::N>(w);
+                let (x, y) = (input::<V>(b), output::<V>(b));
+                let (al, be) = (scalar::<f32>(b), scalar::<f32>(b));
+                affine_kernel::expand::<affine_kernel::N>(&mut b.scope, w, x, y, al, be);
+            },
+        ));
+        v.push(Variant::new(format!("axpy_kernel w={w}"), dim, move |b| {
+            type V = Vector<f32, axpy_kernel::N>;
+            b.scope.register_size::<axpy_kernel::N>(w);
+            let (x, z, y) = (input::<V>(b), input::<V>(b), output::<V>(b));
+            let al = scalar::<f32>(b);
+            axpy_kernel::expand::<axpy_kernel::N>(&mut b.scope, w, x, z, y, al);
+        }));
+        v.push(Variant::new(format!("fill_kernel w={w}"), dim, move |b| {
+            type V = Vector<f32, fill_kernel::N>;
+            b.scope.register_size::<fill_kernel::N>(w);
+            let y = output::<V>(b);
+            let val = scalar::<f32>(b);
+            fill_kernel::expand::<fill_kernel::N>(&mut b.scope, w, y, val);
+        }));
+    }
+}

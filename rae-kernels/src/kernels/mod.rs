@@ -1,0 +1,15 @@
+//! The CubeCL kernels, one family per file. Each file holds the `#[cube]` kernels and the
+//! host functions that launch them; the backend validates shapes before calling them.
+
+pub(crate) mod cond;
+pub(crate) mod elementwise;
+pub(crate) mod embed;
+pub(crate) mod glu;
+pub(crate) mod layout;
+pub(crate) mod matmul;
+pub(crate) mod norm;
+pub(crate) mod optim;
+pub(crate) mod philox;
+pub(crate) mod reduce;
+pub(crate) mod rope;
+pub(crate) mod softmax;

@@ -1,0 +1,329 @@
+//! LayerNorm and RMSNorm over the last axis (spec §0, §3.3), forward and backward.
+//!
+//! One cube per row: the units stride over the row, the sums meet in shared memory
+//! ([`cube_reduce`]). LayerNorm takes the mean first and then the biased variance of the
+//! centred values (two passes, like the CPU backend). The backward computes `dx` per row
+//! the same way and the parameter gradients `Σ_rows dy·x̂` and `Σ_rows dy` with the column
+//! reduction of [`crate::kernels::reduce`].
+
+use cubecl::prelude::*;
+use rae_core::backend::{NormGrads, NormStats};
+use rae_core::{Result, Tensor};
+
+use crate::backend::CubeBackend;
+use crate::kernels::reduce::{cube_reduce, launch_cols, mode, ColInputs, ROW_CUBE};
+use crate::launch::{sarr, spread, tarr, u32_arg};
+use crate::lowering::{input, output, scalar, Variant};
+
+#[cube(launch_unchecked)]
+fn norm_forward_kernel(
+    x: &Array<f32>,
+    gamma: &Array<f32>,
+    beta: &Array<f32>,
+    y: &mut Array<f32>,
+    mean_out: &mut Array<f32>,
+    rstd_out: &mut Array<f32>,
+    rows: u32,
+    c: u32,
+    eps: f32,
+    #[comptime] layer: bool,
+    #[comptime] has_gamma: bool,
+    #[comptime] has_beta: bool,
+) {
+    let mut smem = SharedMemory::<f32>::new(ROW_CUBE as usize);
+    let row = CUBE_POS;
+    let valid = row < rows as usize;
+    let c = c as usize;
+    let base = row * c;
+    let cf = f32::cast_from(c as u32);
+    let mut mean = f32::new(0.0);
+    if layer {
+        let mut s = f32::new(0.0);
+        let mut j = UNIT_POS as usize;
+        while j < c {
+            if valid {
+                s += x[base + j];
+            }
+            j += CUBE_DIM as usize;
+        }
+        mean = cube_reduce(s, &mut smem, mode::SUM) / cf;
+    }
+    let mut q = f32::new(0.0);
+    let mut j = UNIT_POS as usize;
+    while j < c {
+        if valid {
+            let d = x[base + j] - mean;
+            q += d * d;
+        }
+        j += CUBE_DIM as usize;
+    }
+    let var = cube_reduce(q, &mut smem, mode::SUM) / cf;
+    let rstd = f32::new(1.0) / f32::sqrt(var + eps);
+    if valid {
+        if UNIT_POS == 0 {
+            mean_out[row] = mean;
+            rstd_out[row] = rstd;
+        }
+        let mut j = UNIT_POS as usize;
+        while j < c {
+            let mut v = (x[base + j] - mean) * rstd;
+            if has_gamma {
+                v *= gamma[j];
+            }
+            if has_beta {
+                v += beta[j];
+            }
+            y[base + j] = v;
+            j += CUBE_DIM as usize;
+        }
+    }
+}
+
+#[cube(launch_unchecked)]
+fn norm_backward_kernel(
+    x: &Array<f32>,
+    mean: &Array<f32>,
+    rstd: &Array<f32>,
+    gamma: &Array<f32>,
+    dy: &Array<f32>,
+    dx: &mut Array<f32>,
+    rows: u32,
+    c: u32,
+    inv_c: f32,
+    #[comptime] layer: bool,
+    #[comptime] has_gamma: bool,
+) {
+    let mut smem = SharedMemory::<f32>::new(ROW_CUBE as usize);
+    let row = CUBE_POS;
+    let valid = row < rows as usize;
+    let c = c as usize;
+    let base = row * c;
+    let mut mu = f32::new(0.0);
+    let mut rs = f32::new(0.0);
+    if valid {
+        rs = rstd[row];
+        if layer {
+            mu = mean[row];
+        }
+    }
+    let mut sum_g = f32::new(0.0);
+    let mut sum_gx = f32::new(0.0);
+    let mut j = UNIT_POS as usize;
+    while j < c {
+        if valid {
+            let xhat = (x[base + j] - mu) * rs;
+            let mut g = dy[base + j];
+            if has_gamma {
+                g *= gamma[j];
+            }
+            sum_g += g;
+            sum_gx += g * xhat;
+        }
+        j += CUBE_DIM as usize;
+    }
+    let mut mean_g = f32::new(0.0);
+    if layer {
+        mean_g = cube_reduce(sum_g, &mut smem, mode::SUM) * inv_c;
+    }
+    let mean_gx = cube_reduce(sum_gx, &mut smem, mode::SUM) * inv_c;
+    if valid {
+        let mut j = UNIT_POS as usize;
+        while j < c {
+            let xhat = (x[base + j] - mu) * rs;
+            let mut g = dy[base + j];
+            if has_gamma {
+                g *= gamma[j];
+            }
+            dx[base + j] = rs * (g - mean_g - xhat * mean_gx);
+            j += CUBE_DIM as usize;
+        }
+    }
+}
+
+type T<R> = Tensor<CubeBackend<R>>;
+
+/// LayerNorm (`layer`) or RMSNorm forward on `x` `[rows, c]` (checked by the caller).
+pub(crate) fn forward<R: Runtime>(
+    be: &CubeBackend<R>,
+    x: &T<R>,
+    gamma: Option<&T<R>>,
+    beta: Option<&T<R>>,
+    eps: f32,
+    layer: bool,
+    (rows, c): (usize, usize),
+) -> Result<(T<R>, NormStats<CubeBackend<R>>)> {
+    let y = be.alloc(rows * c)?;
+    let mean = be.alloc(rows)?;
+    let rstd = be.alloc(rows)?;
+    if rows > 0 {
+        let dummy = be.alloc(1)?;
+        let g = gamma.map(|t| t.storage()).unwrap_or(&dummy);
+        let b = beta.map(|t| t.storage()).unwrap_or(&dummy);
+        // SAFETY: one cube per row reads and writes row·c + j < rows·c and the stats at row
+        // < rows; gamma/beta are read at j < c only when present (checked to be [c]).
+        unsafe {
+            norm_forward_kernel::launch_unchecked::<R>(
+                be.client(),
+                spread(rows),
+                CubeDim::new_1d(ROW_CUBE),
+                tarr(x),
+                sarr(g),
+                sarr(b),
+                sarr(&y),
+                sarr(&mean),
+                sarr(&rstd),
+                u32_arg("norm rows", rows)?,
+                u32_arg("norm width", c)?,
+                eps,
+                layer,
+                gamma.is_some(),
+                beta.is_some(),
+            )
+        }
+    }
+    // RMSNorm has no mean: the CPU backend reports zeros; the kernel wrote 0 for each row.
+    Ok((
+        be.tensor(y, x.shape().clone())?,
+        NormStats {
+            mean: be.tensor_dims(mean, &[rows])?,
+            rstd: be.tensor_dims(rstd, &[rows])?,
+        },
+    ))
+}
+
+/// Backward of [`forward`]; shapes checked by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<R: Runtime>(
+    be: &CubeBackend<R>,
+    x: &T<R>,
+    stats: &NormStats<CubeBackend<R>>,
+    gamma: Option<&T<R>>,
+    has_beta: bool,
+    dy: &T<R>,
+    layer: bool,
+    (rows, c): (usize, usize),
+) -> Result<NormGrads<CubeBackend<R>>> {
+    let dx = be.alloc(rows * c)?;
+    if rows > 0 {
+        let dummy = be.alloc(1)?;
+        let g = gamma.map(|t| t.storage()).unwrap_or(&dummy);
+        // SAFETY: as in the forward: reads and writes at row·c + j < rows·c, stats at row.
+        unsafe {
+            norm_backward_kernel::launch_unchecked::<R>(
+                be.client(),
+                spread(rows),
+                CubeDim::new_1d(ROW_CUBE),
+                tarr(x),
+                tarr(&stats.mean),
+                tarr(&stats.rstd),
+                sarr(g),
+                tarr(dy),
+                sarr(&dx),
+                u32_arg("norm rows", rows)?,
+                u32_arg("norm width", c)?,
+                1.0 / c as f32,
+                layer,
+                gamma.is_some(),
+            )
+        }
+    }
+    let dweight = match gamma {
+        Some(_) => {
+            // RMSNorm ignores the saved mean (as the CPU backend does): centre on zeros.
+            let zeros;
+            let mean = if layer {
+                stats.mean.storage()
+            } else {
+                zeros = crate::kernels::elementwise::fill(be, rows, 0.0)?;
+                &zeros
+            };
+            let inp = ColInputs {
+                x: dy.storage(),
+                z: Some(x.storage()),
+                mean: Some(mean),
+                rstd: Some(stats.rstd.storage()),
+            };
+            let dw = launch_cols(be, &inp, [1, rows, c], mode::NORM_DW, None)?;
+            Some(be.tensor_dims(dw, &[c])?)
+        }
+        None => None,
+    };
+    let dbias = if has_beta {
+        let inp = ColInputs {
+            x: dy.storage(),
+            z: None,
+            mean: None,
+            rstd: None,
+        };
+        let db = launch_cols(be, &inp, [1, rows, c], mode::SUM, None)?;
+        Some(be.tensor_dims(db, &[c])?)
+    } else {
+        None
+    };
+    Ok(NormGrads {
+        dx: be.tensor(dx, x.shape().clone())?,
+        dweight,
+        dbias,
+    })
+}
+
+/// Every variant of this family, for [`crate::lowering`].
+pub(crate) fn variants(v: &mut Vec<Variant>) {
+    let dim = CubeDim::new_1d(ROW_CUBE);
+    for layer in [false, true] {
+        for has_gamma in [false, true] {
+            for has_beta in [false, true] {
+                if has_beta && !layer {
+                    continue;
+                }
+                v.push(Variant::new(
+                    format!("norm_forward_kernel layer={layer} gamma={has_gamma} beta={has_beta}"),
+                    dim,
+                    move |b| {
+                        let (x, g, be) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
+                        let (y, m, r) = (output::<f32>(b), output::<f32>(b), output::<f32>(b));
+                        let (rows, c, eps) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
+                        norm_forward_kernel::expand(
+                            &mut b.scope,
+                            x,
+                            g,
+                            be,
+                            y,
+                            m,
+                            r,
+                            rows,
+                            c,
+                            eps,
+                            layer,
+                            has_gamma,
+                            has_beta,
+                        );
+                    },
+                ));
+            }
+            v.push(Variant::new(
+                format!("norm_backward_kernel layer={layer} gamma={has_gamma}"),
+                dim,
+                move |b| {
+                    let ins: Vec<_> = (0..5).map(|_| input::<f32>(b)).collect();
+                    let dx = output::<f32>(b);
+                    let (rows, c, inv) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
+                    norm_backward_kernel::expand(
+                        &mut b.scope,
+                        ins[0].clone(),
+                        ins[1].clone(),
+                        ins[2].clone(),
+                        ins[3].clone(),
+                        ins[4].clone(),
+                        dx,
+                        rows,
+                        c,
+                        inv,
+                        layer,
+                        has_gamma,
+                    );
+                },
+            ));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Softmax over the last axis and its backward `dx = y ⊙ (dy − Σ dy ⊙ y)`, each with a
+//! scale folded in for attention: the forward reads `scale·x`, the backward writes
+//! `(y ⊙ (dy − Σ dy ⊙ y))·scale` (the same roundings as a separate `scale` op, so the
+//! result equals the composite; `scale = 1` is the plain op).
+//!
+//! One cube per row: a max reduction, then `Σ exp(x − max)` (both in shared memory), then
+//! `exp(x − max) · (1 / Σ)`, the CPU backend's sequence.
+
+use cubecl::prelude::*;
+use rae_core::{Result, Tensor};
+
+use crate::backend::CubeBackend;
+use crate::kernels::reduce::{cube_reduce, mode, ROW_CUBE};
+use crate::launch::{sarr, spread, tarr, u32_arg};
+use crate::lowering::{input, output, scalar, Variant};
+
+#[cube(launch_unchecked)]
+fn softmax_kernel(x: &Array<f32>, y: &mut Array<f32>, rows: u32, c: u32, scale: f32) {
+    let mut smem = SharedMemory::<f32>::new(ROW_CUBE as usize);
+    let row = CUBE_POS;
+    let valid = row < rows as usize;
+    let c = c as usize;
+    let base = row * c;
+    // The lowest finite float (an infinite literal does not survive every compiler).
+    let mut mx = f32::new(f32::MIN);
+    let mut j = UNIT_POS as usize;
+    while j < c {
+        if valid {
+            mx = mx.max(scale * x[base + j]);
+        }
+        j += CUBE_DIM as usize;
+    }
+    let mx = cube_reduce(mx, &mut smem, mode::MAX);
+    let mut s = f32::new(0.0);
+    let mut j = UNIT_POS as usize;
+    while j < c {
+        if valid {
+            s += f32::exp(scale * x[base + j] - mx);
+        }
+        j += CUBE_DIM as usize;
+    }
+    let inv = f32::new(1.0) / cube_reduce(s, &mut smem, mode::SUM);
+    if valid {
+        let mut j = UNIT_POS as usize;
+        while j < c {
+            y[base + j] = f32::exp(scale * x[base + j] - mx) * inv;
+            j += CUBE_DIM as usize;
+        }
+    }
+}
+
+#[cube(launch_unchecked)]
+fn softmax_backward_kernel(
+    y: &Array<f32>,
+    dy: &Array<f32>,
+    dx: &mut Array<f32>,
+    rows: u32,
+    c: u32,
+    scale: f32,
+) {
+    let mut smem = SharedMemory::<f32>::new(ROW_CUBE as usize);
+    let row = CUBE_POS;
+    let valid = row < rows as usize;
+    let c = c as usize;
+    let base = row * c;
+    let mut s = f32::new(0.0);
+    let mut j = UNIT_POS as usize;
+    while j < c {
+        if valid {
+            s += y[base + j] * dy[base + j];
+        }
+        j += CUBE_DIM as usize;
+    }
+    let dot = cube_reduce(s, &mut smem, mode::SUM);
+    if valid {
+        let mut j = UNIT_POS as usize;
+        while j < c {
+            dx[base + j] = y[base + j] * (dy[base + j] - dot) * scale;
+            j += CUBE_DIM as usize;
+        }
+    }
+}
+
+type T<R> = Tensor<CubeBackend<R>>;
+
+fn rows_of<R: Runtime>(x: &T<R>) -> (usize, usize) {
+    let c = x.shape().last();
+    (x.numel().checked_div(c).unwrap_or(0), c)
+}
+
+/// Softmax of `scale·x` over the last axis.
+pub(crate) fn softmax<R: Runtime>(be: &CubeBackend<R>, x: &T<R>, scale: f32) -> Result<T<R>> {
+    let (rows, c) = rows_of(x);
+    let out = be.alloc(x.numel())?;
+    if rows > 0 {
+        // SAFETY: one cube per row; reads and writes at row·c + j < rows·c.
+        unsafe {
+            softmax_kernel::launch_unchecked::<R>(
+                be.client(),
+                spread(rows),
+                CubeDim::new_1d(ROW_CUBE),
+                tarr(x),
+                sarr(&out),
+                u32_arg("softmax rows", rows)?,
+                u32_arg("softmax width", c)?,
+                scale,
+            )
+        }
+    }
+    be.tensor(out, x.shape().clone())
+}
+
+/// Backward of [`softmax`] from its output `y`, times `scale` (shapes checked by the
+/// caller).
+pub(crate) fn softmax_backward<R: Runtime>(
+    be: &CubeBackend<R>,
+    y: &T<R>,
+    dy: &T<R>,
+    scale: f32,
+) -> Result<T<R>> {
+    let (rows, c) = rows_of(y);
+    let out = be.alloc(y.numel())?;
+    if rows > 0 {
+        // SAFETY: one cube per row; reads and writes at row·c + j < rows·c.
+        unsafe {
+            softmax_backward_kernel::launch_unchecked::<R>(
+                be.client(),
+                spread(rows),
+                CubeDim::new_1d(ROW_CUBE),
+                tarr(y),
+                tarr(dy),
+                sarr(&out),
+                u32_arg("softmax rows", rows)?,
+                u32_arg("softmax width", c)?,
+                scale,
+            )
+        }
+    }
+    be.tensor(out, y.shape().clone())
+}
+
+/// Every variant of this family, for [`crate::lowering`].
+pub(crate) fn variants(v: &mut Vec<Variant>) {
+    let dim = CubeDim::new_1d(ROW_CUBE);
+    v.push(Variant::new("softmax_kernel", dim, |b| {
+        let (x, y) = (input::<f32>(b), output::<f32>(b));
+        let (rows, c, s) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
+        softmax_kernel::expand(&mut b.scope, x, y, rows, c, s);
+    }));
+    v.push(Variant::new("softmax_backward_kernel", dim, |b| {
+        let (y, dy, dx) = (input::<f32>(b), input::<f32>(b), output::<f32>(b));
+        let (rows, c, s) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
+        softmax_backward_kernel::expand(&mut b.scope, y, dy, dx, rows, c, s);
+    }));
+}
