@@ -35,6 +35,9 @@ pub enum Command {
     Reconstruct(ReconstructArgs),
     /// Latent mean and variance per element over a dataset.
     Stats(StatsArgs),
+    /// Fréchet distance between two image sets on RAE-encoder features; PSNR/SSIM of
+    /// reconstructions (`--reconstruct`).
+    Eval(crate::commands::eval::EvalArgs),
     /// List the tensors of a safetensors or PyTorch file.
     Inspect {
         /// The file.
@@ -73,7 +76,7 @@ pub struct RaeArgs {
     /// Decoder weights (.safetensors or .pt).
     #[arg(long)]
     pub decoder: Option<PathBuf>,
-    /// Decoder configuration: a config.json or a preset (B, L, XL).
+    /// Decoder configuration: a config.json, a preset (B, L, XL), or the JSON itself.
     #[arg(long)]
     pub decoder_config: Option<String>,
     /// Latent statistics (.safetensors or the reference stat.pt).
@@ -108,6 +111,14 @@ pub struct DataArgs {
 /// `train` options.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
+    // [config hook] --config and what it sets beyond the flags (see `crate::config`).
+    /// A reference YAML config (stage_1, stage_2, transport, sampler, guidance, misc,
+    /// training, gan); flags given on the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Settings of --config that no flag expresses (filled in by `config::apply_config`).
+    #[arg(skip)]
+    pub plan: Option<crate::config::TrainPlan>,
     /// 1 trains the decoder, 2 the DiT-DH. Default: the whole tiny pipeline when no RAE is
     /// given, else stage 2.
     #[arg(long)]
@@ -196,6 +207,14 @@ pub struct TrainArgs {
 /// `sample` options.
 #[derive(Debug, Clone, Args)]
 pub struct SampleArgs {
+    // [config hook] --config and what it sets beyond the flags (see `crate::config`).
+    /// A reference YAML config (stage_1, stage_2, sampler, guidance, misc); flags given on
+    /// the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Settings of --config that no flag expresses (filled in by `config::apply_config`).
+    #[arg(skip)]
+    pub plan: Option<crate::config::SamplePlan>,
     /// DiT-DH checkpoint (its EMA weights are used when present). Default:
     /// runs/default/dit-train.safetensors.
     #[arg(long)]

@@ -1,9 +1,9 @@
 //! `rae-cli`: training and sampling of RAE + DiT-DH from the command line.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use rae_cli::backends::{dispatch, BackendChoice};
 use rae_cli::cli::{Cli, Command};
-use rae_cli::commands::{codec, sample, stats, tools, train};
+use rae_cli::commands::{codec, eval, sample, stats, tools, train};
 use rae_cli::CliResult;
 
 fn run(cli: Cli) -> CliResult<()> {
@@ -17,6 +17,7 @@ fn run(cli: Cli) -> CliResult<()> {
             dispatch(choice, cli.device, codec::ReconstructJob(a)).map(|_| ())
         }
         Command::Stats(a) => dispatch(choice, cli.device, stats::StatsJob(a)),
+        Command::Eval(a) => dispatch(choice, cli.device, eval::EvalJob(a)).map(|_| ()),
         Command::Inspect { file } => {
             for line in tools::inspect(&file)? {
                 println!("{line}");
@@ -41,7 +42,16 @@ fn run(cli: Cli) -> CliResult<()> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `--config X.yaml` of train and sample: the reference's settings, flags winning.
+    match rae_cli::config::apply_config(&mut cli, &matches) {
+        Ok(notes) => notes.iter().for_each(|n| eprintln!("{n}")),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = run(cli) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -1,14 +1,13 @@
 //! Model presets and how a RAE (encoder + decoder + statistics) is found on disk.
 //!
 //! A RAE folder holds `encoder/config.json` + `encoder/model.safetensors` (a HuggingFace
-//! DINOv2-with-registers folder), `decoder.safetensors` (or `.pt`) with its configuration in
-//! the metadata key `config` or in `decoder_config.json`, and `stats.safetensors` (or the
-//! reference `stat.pt`) with `mean` and `var`.
+//! DINOv2-with-registers, SigLIP or MAE folder), `decoder.safetensors` (or `.pt`) with its
+//! configuration in the metadata key `config` or in `decoder_config.json`, and
+//! `stats.safetensors` (or the reference `stat.pt`) with `mean` and `var`.
 
 use std::path::{Path, PathBuf};
 
 use rae_core::json::JsonValue;
-use rae_core::models::rae::{IMAGENET_MEAN, IMAGENET_STD};
 use rae_core::models::{
     DecoderConfig, Dinov2Config, Dinov2Encoder, DitConfig, Encoder, LatentStats, Rae, RaeDecoder,
 };
@@ -126,9 +125,10 @@ impl RaePaths {
     }
 }
 
-/// Loads the encoder folder.
+/// Loads the encoder folder, of the family its `config.json` names (DINOv2 with registers,
+/// SigLIP/SigLIP2 or MAE; see [`crate::encoders`]).
 pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Encoder<B>> {
-    Ok(load_dinov2(b, dir)?.into())
+    crate::encoders::load_encoder_dir(b, dir)
 }
 
 /// Loads a DINOv2-with-registers folder.
@@ -161,6 +161,11 @@ pub fn load_decoder<B: Backend>(
     let file = load_tensor_file(path)?;
     let source = path.display().to_string();
     let cfg = match config {
+        // Inline JSON: what a reference YAML's decoder_config_path resolves to (`config.rs`).
+        Some(c) if c.trim_start().starts_with('{') => DecoderConfig::from_json(
+            &rae_core::json::parse_named(c, "--decoder-config")?,
+            "--decoder-config",
+        )?,
         Some(c) if c.ends_with(".json") => {
             let p = Path::new(c);
             DecoderConfig::from_json(&load_json(p)?, c)?
@@ -206,8 +211,8 @@ pub fn load_stats<B: Backend>(b: &B, path: &Path) -> CliResult<LatentStats<B>> {
         })
     };
     let (mean, var) = (get("mean")?, get("var")?);
-    Ok(LatentStats::new(b, &mean.data, &var.data, 1e-5)
-        .context(format!("statistics {}", path.display()))?)
+    LatentStats::new(b, &mean.data, &var.data, 1e-5)
+        .context(format!("statistics {}", path.display()))
 }
 
 /// Assembles a RAE from its parts.
@@ -227,10 +232,12 @@ pub fn load_rae<B: Backend>(b: &B, paths: &RaePaths) -> CliResult<Rae<B>> {
     let input = paths
         .encoder_input_size
         .unwrap_or_else(|| default_encoder_input(encoder.patch_size(), &decoder.config));
+    // The encoder family's image-processor constants (§2.1).
+    let (image_mean, image_std) = encoder.image_mean_std();
     let rae = Rae {
         encoder_input_size: input,
-        image_mean: IMAGENET_MEAN,
-        image_std: IMAGENET_STD,
+        image_mean,
+        image_std,
         encoder,
         decoder,
         stats,

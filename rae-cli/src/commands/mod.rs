@@ -1,6 +1,7 @@
 //! The commands of `rae-cli`.
 
 pub mod codec;
+pub mod eval;
 pub mod generate;
 pub mod sample;
 pub mod stats;

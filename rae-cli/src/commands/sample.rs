@@ -95,7 +95,11 @@ impl Job for SampleJob {
         let paths = super::train::resolve_rae(&a.rae, Some(&default_rae))?;
         let rae = presets::load_rae(b, &paths)?;
         let latent = rae.latent_dims();
-        let model = super::train::load_dit(b, &ckpt, a.model.as_deref(), latent, None)?;
+        // [config hook] stage_2.params of a reference YAML give the architecture.
+        let model = match crate::config::dit_for_sample(a.plan.as_ref(), false, latent) {
+            Some(cfg) => crate::config::load_dit_with(b, &ckpt, cfg?)?,
+            None => super::train::load_dit(b, &ckpt, a.model.as_deref(), latent, None)?,
+        };
         let mc = &model.config;
         if [mc.in_channels, mc.input_size, mc.input_size] != latent {
             return Err(CliError::new(format!(
@@ -109,8 +113,17 @@ impl Job for SampleJob {
         }
         let guide = match &a.guidance_model {
             Some(p) => {
-                let g =
-                    super::train::load_dit(b, p, a.model.as_deref(), latent, Some(mc.num_classes))?;
+                // [config hook] guidance.guidance_model.params of a reference YAML.
+                let g = match crate::config::dit_for_sample(a.plan.as_ref(), true, latent) {
+                    Some(cfg) => crate::config::load_dit_with(b, p, cfg?)?,
+                    None => super::train::load_dit(
+                        b,
+                        p,
+                        a.model.as_deref(),
+                        latent,
+                        Some(mc.num_classes),
+                    )?,
+                };
                 Some(g)
             }
             None => None,

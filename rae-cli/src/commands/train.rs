@@ -2,14 +2,14 @@
 //! with atomic, resumable checkpoints.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use rae_core::flow::TimeDist;
 use rae_core::json::JsonValue;
 use rae_core::models::{Dinov2Encoder, DitDh, Encoder, NoiseRule, Rae, RaeDecoder};
 use rae_core::nn::{save_module, Init, Module};
-use rae_core::optim::{AdamWConfig, Decay, LrSchedule, Warmup};
+use rae_core::optim::{Decay, LrSchedule, Warmup};
 use rae_core::train::{
     stage1_step, stage2_step, Optimizer, OptimizerConfig, RngState, Stage1Config, Stage2Config,
     TrainCheckpoint,
@@ -89,6 +89,14 @@ impl Job for TrainJob {
 }
 
 fn decoder_config_from(c: &str) -> CliResult<rae_core::models::DecoderConfig> {
+    // [config hook] inline JSON: a reference YAML's decoder_config_path, resolved.
+    if c.trim_start().starts_with('{') {
+        let v = rae_core::json::parse_named(c, "--decoder-config")?;
+        return Ok(rae_core::models::DecoderConfig::from_json(
+            &v,
+            "--decoder-config",
+        )?);
+    }
     if c.ends_with(".json") {
         let p = Path::new(c);
         Ok(rae_core::models::DecoderConfig::from_json(
@@ -233,10 +241,11 @@ fn run_pipeline<B: Backend>(b: &B, a: &TrainArgs) -> CliResult<()> {
         );
     }
     let decoder = presets::load_decoder(b, &dec_path, None)?;
+    let (image_mean, image_std) = encoder.image_mean_std();
     let mut rae = Rae {
         encoder_input_size: presets::default_encoder_input(encoder.patch_size(), &decoder.config),
-        image_mean: rae_core::models::rae::IMAGENET_MEAN,
-        image_std: rae_core::models::rae::IMAGENET_STD,
+        image_mean,
+        image_std,
         encoder,
         decoder,
         stats: None,
@@ -283,6 +292,15 @@ fn schedule(
     stage: u8,
     steps_per_epoch: u64,
 ) -> CliResult<LrSchedule> {
+    // [config hook] training.scheduler of a reference YAML, --lr/--final-lr/--warmup-steps
+    // overriding it.
+    if let Some(s) = a
+        .plan
+        .as_ref()
+        .and_then(|p| p.lr_schedule(steps_per_epoch, a))
+    {
+        return s;
+    }
     if !tiny && a.lr.is_none() && a.warmup_steps.is_none() {
         // The reference recipes, stated in epochs (§5.1, §2.7.7).
         let s = if stage == 2 {
@@ -331,7 +349,8 @@ fn opt_config(
     };
     let default_clip = if stage == 2 { Some(1.0) } else { None };
     Ok(OptimizerConfig {
-        adamw: AdamWConfig::default(),
+        // [config hook] training.optimizer of a reference YAML.
+        adamw: a.plan.as_ref().and_then(|p| p.adamw()).unwrap_or_default(),
         schedule: schedule(a, steps, tiny, stage, steps_per_epoch)?,
         clip: match a.clip {
             Some(c) if c > 0.0 => Some(c),
@@ -441,16 +460,23 @@ pub fn train_decoder<B: Backend>(
     let bs = a.batch_size.unwrap_or(if tiny { 32 } else { 8 });
     let ckpt = out.join("decoder-train.safetensors");
     let decoder = RaeDecoder::new(b, &mut Init::new(a.seed ^ 0xDEC0), cfg.clone())?;
+    let (image_mean, image_std) = encoder.image_mean_std();
     let mut rae = Rae {
         encoder_input_size: presets::default_encoder_input(encoder.patch_size(), &cfg),
-        image_mean: rae_core::models::rae::IMAGENET_MEAN,
-        image_std: rae_core::models::rae::IMAGENET_STD,
+        image_mean,
+        image_std,
         encoder,
         decoder,
         stats: None,
     };
     presets::check_rae(&rae)?;
     let spe = (ds.len() / bs).max(1) as u64;
+    // [config hook] training.epochs of a reference YAML, unless --max-steps.
+    let steps = a
+        .plan
+        .as_ref()
+        .and_then(|p| p.total_steps(a.max_steps, spe))
+        .unwrap_or(steps);
     let ocfg = opt_config(a, steps, tiny, 1, spe)?;
     let (mut opt, mut rng) = if resume_decision(a, &ckpt, a.stage.is_none())? {
         let r = restore(b, &ckpt, &mut rae.decoder, ocfg.clone(), "RAE decoder")?;
@@ -640,12 +666,27 @@ pub fn train_dit<B: Backend>(
             (c.labels.len(), c.classes)
         }
     };
-    let tiny = a.model.eq_ignore_ascii_case("tiny");
-    let cfg = presets::dit_preset(&a.model, latent, classes)?;
+    // [config hook] stage_2.params of a reference YAML replace the preset.
+    let from_config = a
+        .plan
+        .as_ref()
+        .and_then(|p| p.dit_for(latent))
+        .transpose()?;
+    let tiny = from_config.is_none() && a.model.eq_ignore_ascii_case("tiny");
+    let cfg = match from_config {
+        Some(c) => c,
+        None => presets::dit_preset(&a.model, latent, classes)?,
+    };
     let bs = a.batch_size.unwrap_or(if tiny { 32 } else { 8 });
     let ckpt = out.join("dit-train.safetensors");
     let mut model = DitDh::new(b, &mut Init::new(a.seed ^ 0xD17), cfg.clone())?;
     let spe = (n_items / bs).max(1) as u64;
+    // [config hook] training.epochs of a reference YAML, unless --max-steps.
+    let steps = a
+        .plan
+        .as_ref()
+        .and_then(|p| p.total_steps(a.max_steps, spe))
+        .unwrap_or(steps);
     let ocfg = opt_config(a, steps, tiny, 2, spe)?;
     let (mut opt, mut rng) = if resume_decision(a, &ckpt, a.stage.is_none() && !a.rae.given())? {
         let r = restore(b, &ckpt, &mut model, ocfg.clone(), "DiT-DH")?;
@@ -775,7 +816,7 @@ pub fn preview_grid<B: Backend>(
     classes: usize,
     per_class: usize,
     s: &SampleSettings,
-    path: &PathBuf,
+    path: &Path,
 ) -> CliResult<()> {
     let k = classes.min(10);
     let labels: Vec<u32> = (0..k as u32)

@@ -122,16 +122,27 @@ impl Backend for CpuBackend {
             check::numel("bcast_affine (coefficients)", t.shape(), mid.numel())?;
         }
         let xs = data(x);
-        let (av, bv) = (a.map(data), b.map(data));
-        let inner = dims[2];
+        let [_, mid, inner] = dims;
+        let av: Vec<f32> = a.map_or_else(|| vec![1.0; mid], |a| data(a).to_vec());
+        let bv: Vec<f32> = b.map_or_else(|| vec![0.0; mid], |b| data(b).to_vec());
+        let row = mid * inner;
         let mut out = vec![0.0f32; xs.len()];
-        par::for_rows(&mut out, 1, 2, |first, o| {
-            for (i, v) in o.iter_mut().enumerate() {
-                let g = first + i;
-                let m = (g / inner) % dims[1];
-                let s = av.map_or(1.0, |a| a[m]);
-                let t = bv.map_or(0.0, |b| b[m]);
-                *v = xs[g] * s + t;
+        par::for_rows(&mut out, row, 2, |first, o| {
+            for (r, orow) in o.chunks_mut(row).enumerate() {
+                let xrow = &xs[(first + r) * row..(first + r + 1) * row];
+                if inner == 1 {
+                    for (((y, &x), &s), &t) in orow.iter_mut().zip(xrow).zip(&av).zip(&bv) {
+                        *y = x * s + t;
+                    }
+                } else {
+                    for (m, (yc, xc)) in orow.chunks_mut(inner).zip(xrow.chunks(inner)).enumerate()
+                    {
+                        let (s, t) = (av[m], bv[m]);
+                        for (y, &x) in yc.iter_mut().zip(xc) {
+                            *y = x * s + t;
+                        }
+                    }
+                }
             }
         });
         Ok(make(out, x.shape().clone()))

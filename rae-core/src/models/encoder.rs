@@ -1,11 +1,15 @@
 //! The frozen representation encoder of a RAE (§2.2, §2.3): one enum over the supported
 //! families, so the pipeline and the CLI work with any of them.
 
-use super::{Dinov2Encoder, Mode};
+use super::rae::{IMAGENET_MEAN, IMAGENET_STD};
+use super::{Dinov2Encoder, MaeEncoder, Mode, SiglipEncoder};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::nn::{Module, Param};
 use crate::tensor::Tensor;
+
+/// SigLIP's image-processor mean and std (§2.1): 0.5 per channel.
+pub const SIGLIP_MEAN_STD: [f32; 3] = [0.5, 0.5, 0.5];
 
 /// A frozen encoder: standardised images `[B, 3, S, S]` → patch tokens `[B, N, C]` after a
 /// final LayerNorm without affine, special tokens dropped.
@@ -13,6 +17,10 @@ use crate::tensor::Tensor;
 pub enum Encoder<B: Backend> {
     /// DINOv2 with registers (§2.2).
     Dinov2(Dinov2Encoder<B>),
+    /// SigLIP / SigLIP2 vision tower (§2.3).
+    Siglip(SiglipEncoder<B>),
+    /// MAE ViT (§2.3).
+    Mae(MaeEncoder<B>),
 }
 
 impl<B: Backend> Encoder<B> {
@@ -20,6 +28,8 @@ impl<B: Backend> Encoder<B> {
     pub fn hidden_size(&self) -> usize {
         match self {
             Encoder::Dinov2(e) => e.config.hidden_size,
+            Encoder::Siglip(e) => e.config.hidden_size,
+            Encoder::Mae(e) => e.config.hidden_size,
         }
     }
 
@@ -27,6 +37,8 @@ impl<B: Backend> Encoder<B> {
     pub fn patch_size(&self) -> usize {
         match self {
             Encoder::Dinov2(e) => e.config.patch_size,
+            Encoder::Siglip(e) => e.config.patch_size,
+            Encoder::Mae(e) => e.config.patch_size,
         }
     }
 
@@ -34,6 +46,18 @@ impl<B: Backend> Encoder<B> {
     pub fn family(&self) -> &'static str {
         match self {
             Encoder::Dinov2(_) => "DINOv2-with-registers",
+            Encoder::Siglip(_) => "SigLIP",
+            Encoder::Mae(_) => "MAE",
+        }
+    }
+
+    /// Per-channel `(mean, std)` of the family's image processor, applied to `[0, 1]`
+    /// images before the encoder and inverted after the decoder (§2.1): ImageNet for DINOv2
+    /// and MAE, 0.5/0.5 for SigLIP.
+    pub fn image_mean_std(&self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Encoder::Dinov2(_) | Encoder::Mae(_) => (IMAGENET_MEAN, IMAGENET_STD),
+            Encoder::Siglip(_) => (SIGLIP_MEAN_STD, SIGLIP_MEAN_STD),
         }
     }
 
@@ -41,6 +65,8 @@ impl<B: Backend> Encoder<B> {
     pub fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
         match self {
             Encoder::Dinov2(e) => e.forward(b, x, Mode::Infer),
+            Encoder::Siglip(e) => e.forward(b, x),
+            Encoder::Mae(e) => e.forward(b, x),
         }
     }
 }
@@ -51,15 +77,31 @@ impl<B: Backend> From<Dinov2Encoder<B>> for Encoder<B> {
     }
 }
 
+impl<B: Backend> From<SiglipEncoder<B>> for Encoder<B> {
+    fn from(e: SiglipEncoder<B>) -> Self {
+        Encoder::Siglip(e)
+    }
+}
+
+impl<B: Backend> From<MaeEncoder<B>> for Encoder<B> {
+    fn from(e: MaeEncoder<B>) -> Self {
+        Encoder::Mae(e)
+    }
+}
+
 impl<B: Backend> Module<B> for Encoder<B> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
         match self {
             Encoder::Dinov2(e) => e.visit(f),
+            Encoder::Siglip(e) => e.visit(f),
+            Encoder::Mae(e) => e.visit(f),
         }
     }
     fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
         match self {
             Encoder::Dinov2(e) => e.visit_mut(f),
+            Encoder::Siglip(e) => e.visit_mut(f),
+            Encoder::Mae(e) => e.visit_mut(f),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The models of RAE and DiT-DH, generic over the [`Backend`](crate::Backend):
-//! the frozen DINOv2-with-registers encoder (§2.2), the ViT decoder (§2.6), DiT-DH and the
-//! plain LightningDiT (§3), and the [`Rae`] pipeline that ties encoder, latent statistics and
+//! the frozen encoders (DINOv2-with-registers §2.2, SigLIP and MAE §2.3), the ViT decoder
+//! (§2.6), DiT-DH and the plain LightningDiT (§3), and the [`Rae`] pipeline that ties encoder, latent statistics and
 //! decoder together (§2.1, §2.4, §7).
 
 mod config;
@@ -8,14 +8,18 @@ pub mod decoder;
 pub mod dinov2;
 pub mod dit;
 pub mod encoder;
+pub mod mae;
 pub mod rae;
+pub mod siglip;
 
 pub use config::Cfg;
 pub use decoder::{DecoderConfig, RaeDecoder};
 pub use dinov2::{Dinov2Config, Dinov2Encoder, PosInterp};
 pub use dit::{DitConfig, DitDh, DitSaved};
 pub use encoder::Encoder;
+pub use mae::{MaeConfig, MaeEncoder};
 pub use rae::{LatentStats, NoiseRule, Rae};
+pub use siglip::{SiglipConfig, SiglipEncoder, SiglipPatch};
 
 /// Whether a forward keeps what its backward needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
