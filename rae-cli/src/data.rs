@@ -312,3 +312,68 @@ pub fn load_batch(ds: &dyn Dataset, items: &[(usize, bool)]) -> CliResult<(Vec<f
     }
     Ok((images, labels))
 }
+
+/// Checks images `[3, S, S]` of the built-in classes against their labels in two
+/// independent ways and returns the two accuracies:
+/// 1. the mean colour of the foreground (pixels whose brightest channel exceeds 0.35; the
+///    background never does) is nearest to the label's class colour;
+/// 2. the nearest of 50 training images per class (L2 in pixel space, both flips) has the
+///    label's class, which also checks the shape.
+pub fn builtin_class_accuracy(
+    images: &[Vec<f32>],
+    labels: &[u32],
+    size: usize,
+) -> CliResult<(f64, f64)> {
+    let ds = Shapes::new(size, 500, crate::commands::train::BUILTIN_DATA_SEED);
+    let mut refs = Vec::with_capacity(1000);
+    for i in 0..ds.len() {
+        for flip in [false, true] {
+            refs.push((ds.image(i, flip)?, ds.label(i)));
+        }
+    }
+    let hw = size * size;
+    let (mut colour_ok, mut nn_ok) = (0usize, 0usize);
+    for (img, &l) in images.iter().zip(labels) {
+        let mut sum = [0.0f32; 3];
+        let mut n = 0usize;
+        for p in 0..hw {
+            let px = [img[p], img[hw + p], img[2 * hw + p]];
+            if px.iter().cloned().fold(0.0, f32::max) > 0.35 {
+                for c in 0..3 {
+                    sum[c] += px[c];
+                }
+                n += 1;
+            }
+        }
+        if n > 0 {
+            let mean = sum.map(|v| v / n as f32);
+            let nearest = (0..SHAPE_COLORS.len())
+                .min_by(|&a, &b| {
+                    let d = |k: usize| {
+                        SHAPE_COLORS[k]
+                            .iter()
+                            .zip(&mean)
+                            .map(|(c, m)| (c - m).powi(2))
+                            .sum::<f32>()
+                    };
+                    d(a).total_cmp(&d(b))
+                })
+                .unwrap_or(0);
+            if nearest == l as usize {
+                colour_ok += 1;
+            }
+        }
+        let nn = refs
+            .iter()
+            .min_by(|a, b| {
+                let d = |r: &Vec<f32>| r.iter().zip(img).map(|(x, y)| (x - y).powi(2)).sum::<f32>();
+                d(&a.0).total_cmp(&d(&b.0))
+            })
+            .map_or(u32::MAX, |r| r.1);
+        if nn == l {
+            nn_ok += 1;
+        }
+    }
+    let n = images.len().max(1) as f64;
+    Ok((colour_ok as f64 / n, nn_ok as f64 / n))
+}

@@ -673,6 +673,7 @@ pub fn train_dit<B: Backend>(
         .and_then(|p| p.dit_for(latent))
         .transpose()?;
     let tiny = from_config.is_none() && a.model.eq_ignore_ascii_case("tiny");
+    let is_builtin = matches!(&source, LatentSource::Images(_)) && a.data.data.is_none();
     let cfg = match from_config {
         Some(c) => c,
         None => presets::dit_preset(&a.model, latent, classes)?,
@@ -789,6 +790,9 @@ pub fn train_dit<B: Backend>(
             let ema = opt.ema_model(&model);
             let path = out.join("samples").join(format!("step-{done:06}.png"));
             pb.suspend(|| preview_grid(b, rae, &ema, classes, 1, &preview, &path))?;
+            if is_builtin {
+                report_class_accuracy(b, rae, &ema, &preview, out, done)?;
+            }
         }
     }
     pb.finish_and_clear();
@@ -799,6 +803,9 @@ pub fn train_dit<B: Backend>(
     let ema = opt.ema_model(&model);
     let path = out.join("samples").join("final.png");
     preview_grid(b, rae, &ema, classes, 4, &preview, &path)?;
+    if is_builtin {
+        report_class_accuracy(b, rae, &ema, &preview, out, steps)?;
+    }
     eprintln!(
         "stage 2: sample grid (EMA, {} per class, one row per class) -> {}",
         4,
@@ -817,7 +824,7 @@ pub fn preview_grid<B: Backend>(
     per_class: usize,
     s: &SampleSettings,
     path: &Path,
-) -> CliResult<()> {
+) -> CliResult<(Vec<image::RgbImage>, Vec<u32>)> {
     let k = classes.min(10);
     let labels: Vec<u32> = (0..k as u32)
         .flat_map(|c| std::iter::repeat_n(c, per_class))
@@ -825,7 +832,8 @@ pub fn preview_grid<B: Backend>(
     let noise = initial_noise(b, model, labels.len(), s.seed)?;
     let z = generate(b, model, None, &labels, noise, s)?;
     let imgs = decode_images(b, rae, &z)?;
-    save_png(path, &grid(&imgs, per_class))
+    save_png(path, &grid(&imgs, per_class))?;
+    Ok((imgs, labels))
 }
 
 /// Decodes latents to RGB images.
@@ -894,4 +902,41 @@ pub fn check_dit_checkpoint(path: &Path) -> CliResult<()> {
         )));
     }
     Ok(())
+}
+
+/// For the built-in dataset: draws 10 samples per class and logs how many are recognisably
+/// of their class, by two independent checks (the nearest class colour of the foreground,
+/// and the class of the nearest training image in pixel space).
+fn report_class_accuracy<B: Backend>(
+    b: &B,
+    rae: &Rae<B>,
+    model: &DitDh<B>,
+    s: &SampleSettings,
+    out: &Path,
+    step: u64,
+) -> CliResult<(f64, f64)> {
+    let per = 10;
+    let labels: Vec<u32> = (0..10u32)
+        .flat_map(|c| std::iter::repeat_n(c, per))
+        .collect();
+    let mut s = s.clone();
+    s.seed = s.seed.wrapping_add(0xACC);
+    let noise = initial_noise(b, model, labels.len(), s.seed)?;
+    let z = generate(b, model, None, &labels, noise, &s)?;
+    let imgs: Vec<Vec<f32>> = decode_images(b, rae, &z)?
+        .iter()
+        .map(|i| crate::image_io::to_chw(i, false))
+        .collect();
+    let size = rae.decoder.config.image_size;
+    let (colour, nn) = crate::data::builtin_class_accuracy(&imgs, &labels, size)?;
+    log_line(
+        out,
+        &format!(
+            "step {step}: samples recognisably of their class: {:.0}% by foreground colour, {:.0}% by nearest training image ({} samples)",
+            100.0 * colour,
+            100.0 * nn,
+            labels.len()
+        ),
+    );
+    Ok((colour, nn))
 }

@@ -18,17 +18,24 @@ pub struct ClipReport {
     pub factor: f32,
 }
 
-/// The global L2 norm `sqrt(Σ_i ‖g_i‖²)` of a list of gradients, the per-tensor sums of
-/// squares reduced on the device and added on the host in f64. A NaN or infinite norm is
-/// [`Error::NonFinite`].
+/// The global L2 norm `sqrt(Σ_i ‖g_i‖²)` of a list of gradients: the per-tensor sums of
+/// squares are reduced on the device, gathered into one small tensor and downloaded once
+/// (one device round trip per step, not one per parameter), then added on the host in f64.
+/// A NaN or infinite norm is [`Error::NonFinite`].
 pub fn global_grad_norm<B: Backend>(b: &B, grads: &[Tensor<B>]) -> Result<f32> {
-    let mut total = 0.0f64;
+    let mut partial = alloc::vec::Vec::with_capacity(grads.len());
     for g in grads {
-        if g.numel() == 0 {
-            continue;
+        if g.numel() > 0 {
+            partial.push(b.sum_sq_all(g)?);
         }
-        total += b.scalar(&b.sum_sq_all(g)?)? as f64;
     }
+    let total: f64 = if partial.is_empty() {
+        0.0
+    } else {
+        let refs: alloc::vec::Vec<&Tensor<B>> = partial.iter().collect();
+        let all = b.concat_mid(&refs, 1, 1)?;
+        b.download(&all)?.iter().map(|&v| v as f64).sum()
+    };
     let norm = libm::sqrt(total) as f32;
     if !norm.is_finite() {
         return Err(Error::NonFinite {
