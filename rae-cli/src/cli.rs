@@ -193,15 +193,17 @@ pub struct TrainArgs {
     /// Training time distribution: uniform or logit-normal_MU_SIGMA.
     #[arg(long, default_value = "logit-normal_0_1")]
     pub time_dist: String,
-    /// Shift base dimension (4096; 0 disables the shift).
-    #[arg(long, default_value_t = 4096)]
-    pub shift_base: usize,
+    /// Shift base dimension: s = sqrt(latent values / base) (§4.3; 0 disables the shift).
+    /// Default 4096 (the reference), 43 for the tiny preset (s ≈ 6.9 as at ImageNet 256²).
+    #[arg(long)]
+    pub shift_base: Option<usize>,
     /// Sampling steps of the preview grids.
     #[arg(long, default_value_t = 25)]
     pub sample_steps: usize,
-    /// Guidance scale of the preview grids.
-    #[arg(long, default_value_t = 1.0)]
-    pub sample_cfg: f32,
+    /// Guidance scale of the preview grids (default 1, 3 for the tiny preset); recorded in the
+    /// checkpoint as the default of `sample`.
+    #[arg(long)]
+    pub sample_cfg: Option<f32>,
 }
 
 /// `sample` options.
@@ -231,9 +233,10 @@ pub struct SampleArgs {
     /// Grid points (N points, N − 1 steps).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Guidance scale (classifier-free, or AutoGuidance with --guidance-model).
-    #[arg(long, default_value_t = 1.0)]
-    pub cfg_scale: f32,
+    /// Guidance scale (classifier-free, or AutoGuidance with --guidance-model). Default: the
+    /// preview scale recorded by the training run, else 1.
+    #[arg(long)]
+    pub cfg_scale: Option<f32>,
     /// Guidance interval in flow time, "MIN,MAX".
     #[arg(long, default_value = "0,1")]
     pub cfg_interval: String,
@@ -261,9 +264,10 @@ pub struct SampleArgs {
     /// Write the final latents to this safetensors file.
     #[arg(long)]
     pub save_latents: Option<PathBuf>,
-    /// Shift base dimension (4096; 0 disables the shift).
-    #[arg(long, default_value_t = 4096)]
-    pub shift_base: usize,
+    /// Shift base dimension (0 disables the shift). Default: the one the checkpoint was
+    /// trained with, else 4096.
+    #[arg(long)]
+    pub shift_base: Option<usize>,
 }
 
 /// `encode` options.

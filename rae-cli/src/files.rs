@@ -174,3 +174,31 @@ pub fn labels_u32(v: &[i64], path: &Path) -> CliResult<Vec<u32>> {
         })
         .collect()
 }
+
+/// The tensor names and metadata of a safetensors file, reading only its header (cheap for
+/// multi-gigabyte checkpoints). `None` for other formats or an unreadable header.
+pub fn safetensors_header(path: &Path) -> Option<(Vec<String>, Vec<(String, String)>)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    if n > rae_core::safetensors::MAX_HEADER_LEN as u64 {
+        return None;
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).ok()?;
+    let v = rae_core::json::parse(std::str::from_utf8(&header).ok()?).ok()?;
+    let mut names = Vec::new();
+    let mut meta = Vec::new();
+    for (k, val) in v.as_object()? {
+        if k == rae_core::safetensors::METADATA_KEY {
+            for (mk, mv) in val.as_object()? {
+                meta.push((mk.clone(), mv.as_str()?.to_string()));
+            }
+        } else {
+            names.push(k.clone());
+        }
+    }
+    Some((names, meta))
+}

@@ -133,12 +133,13 @@ impl Job for SampleJob {
             .iter()
             .flat_map(|&c| std::iter::repeat_n(c, a.num.max(1)))
             .collect();
+        let (ck_shift, ck_cfg) = training_sampling_defaults(&ckpt);
         let settings = SampleSettings {
             sampler: a.sampler.parse()?,
             steps: a.steps,
-            guidance_scale: a.cfg_scale,
+            guidance_scale: a.cfg_scale.or(ck_cfg).unwrap_or(1.0),
             interval: parse_interval(&a.cfg_interval)?,
-            shift_base: a.shift_base,
+            shift_base: a.shift_base.or(ck_shift).unwrap_or(4096),
             seed: a.seed,
         };
         check_writable_dir(&a.out)?;
@@ -211,4 +212,24 @@ impl Job for SampleJob {
 /// Used by tests: the default checkpoint path of a run folder.
 pub fn default_ckpt(run: &Path) -> PathBuf {
     run.join("dit-train.safetensors")
+}
+
+/// The shift base and preview guidance scale a training run recorded in its checkpoint's
+/// `config` metadata (absent for reference checkpoints).
+pub fn training_sampling_defaults(ckpt: &Path) -> (Option<usize>, Option<f32>) {
+    let Some((_, meta)) = crate::files::safetensors_header(ckpt) else {
+        return (None, None);
+    };
+    let Some(text) = meta.iter().find(|(k, _)| k == "config").map(|(_, v)| v) else {
+        return (None, None);
+    };
+    let Ok(v) = rae_core::json::parse(text) else {
+        return (None, None);
+    };
+    (
+        v.get("shift_base").and_then(|x| x.as_usize()),
+        v.get("sample_cfg")
+            .and_then(|x| x.as_f64())
+            .map(|x| x as f32),
+    )
 }

@@ -302,7 +302,7 @@ impl RefConfig {
         }
         if set("shift_base") {
             if let Some(s) = self.uint("misc.time_dist_shift_base")? {
-                a.shift_base = s as usize;
+                a.shift_base = Some(s as usize);
             }
         }
         if set("noise_tau") && a.stage == Some(1) {
@@ -356,7 +356,7 @@ impl RefConfig {
                 .num("training.cfg_scale")?
                 .or(self.num("guidance.scale")?)
             {
-                a.sample_cfg = w as f32;
+                a.sample_cfg = Some(w as f32);
             }
         }
         let mut plan = self.train_plan()?;
@@ -395,13 +395,13 @@ impl RefConfig {
         }
         if set("shift_base") {
             if let Some(s) = self.uint("misc.time_dist_shift_base")? {
-                a.shift_base = s as usize;
+                a.shift_base = Some(s as usize);
             }
         }
         let ag = self.autoguidance()?;
         if set("cfg_scale") {
             if let Some(w) = self.num("guidance.scale")? {
-                a.cfg_scale = w as f32;
+                a.cfg_scale = Some(w as f32);
             }
         }
         if set("cfg_interval") {
