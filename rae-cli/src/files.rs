@@ -183,7 +183,7 @@ pub fn safetensors_header(path: &Path) -> Option<(Vec<String>, Vec<(String, Stri
     let mut len = [0u8; 8];
     f.read_exact(&mut len).ok()?;
     let n = u64::from_le_bytes(len);
-    if n > rae_core::safetensors::MAX_HEADER_LEN as u64 {
+    if n > rae_core::safetensors::MAX_HEADER_LEN {
         return None;
     }
     let mut header = vec![0u8; n as usize];

@@ -122,7 +122,10 @@ fn autoguidance_sampling_config_equals_its_flags() {
     let mut o = with_cfg.clone();
     o.extend(["--steps", "7", "--cfg-scale", "3", "--sampler", "heun"]);
     let (a, _) = sample_args(&o);
-    assert_eq!((a.steps, a.cfg_scale, a.sampler.as_str()), (7, 3.0, "heun"));
+    assert_eq!(
+        (a.steps, a.cfg_scale, a.sampler.as_str()),
+        (7, Some(3.0), "heun")
+    );
 }
 
 #[test]

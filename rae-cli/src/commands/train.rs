@@ -80,6 +80,7 @@ impl Job for TrainJob {
                     cfg,
                     ds.as_ref(),
                     &a.out,
+                    &a.out.join("decoder.safetensors"),
                     a.max_steps.unwrap_or(1000),
                 )?;
                 Ok(())
@@ -238,16 +239,16 @@ fn run_pipeline<B: Backend>(b: &B, a: &TrainArgs) -> CliResult<()> {
     // 2. Stage 1: the decoder.
     if !dec_path.exists() {
         let steps = a.stage1_steps.unwrap_or(TINY_STAGE1_STEPS);
-        let dec = train_decoder(
+        train_decoder(
             b,
             a,
             encoder.clone(),
             dec_cfg.clone(),
             ds.as_ref(),
             &a.out,
+            &dec_path,
             steps,
         )?;
-        save_decoder(b, &dec, &dec_path)?;
     } else {
         eprintln!(
             "stage 1: {} exists, skipping decoder training",
@@ -472,6 +473,7 @@ pub fn train_decoder<B: Backend>(
     cfg: rae_core::models::DecoderConfig,
     ds: &dyn Dataset,
     out: &Path,
+    final_path: &Path,
     steps: u64,
 ) -> CliResult<RaeDecoder<B>> {
     let tiny = cfg == presets::tiny_decoder();
@@ -541,6 +543,7 @@ pub fn train_decoder<B: Backend>(
     pb.set_position(opt.step());
     let mut tp = Throughput::default();
     let mut last_saved = opt.step();
+    let mut window = LossWindow::default();
     let stop = a.stop_at.unwrap_or(steps).min(steps);
     while opt.step() < stop {
         let step = opt.step();
@@ -559,8 +562,10 @@ pub fn train_decoder<B: Backend>(
             rep.lr,
             tp.rate()
         ));
+        window.push(loss);
         if done % a.log_every.max(1) == 0 || done == steps {
-            pb.suspend(|| log_line(out, &format!("stage 1 step {done}/{steps} L1 {loss:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
+            let mean = window.take();
+            pb.suspend(|| log_line(out, &format!("stage 1 step {done}/{steps} L1 {mean:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
         }
         if done % a.ckpt_every.max(1) == 0 || done == stop {
             let ck = TrainCheckpoint::capture(b, &rae.decoder, &opt, &rng, &extra)?;
@@ -575,11 +580,8 @@ pub fn train_decoder<B: Backend>(
         )));
     }
     let ema = opt.ema_model(&rae.decoder);
-    save_decoder(b, &ema, &out.join("decoder.safetensors"))?;
-    eprintln!(
-        "stage 1: decoder (EMA) -> {}",
-        out.join("decoder.safetensors").display()
-    );
+    save_decoder(b, &ema, final_path)?;
+    eprintln!("stage 1: decoder (EMA) -> {}", final_path.display());
     Ok(ema)
 }
 
@@ -774,6 +776,7 @@ pub fn train_dit<B: Backend>(
         shift_base,
         ..SampleSettings::default()
     };
+    let mut window = LossWindow::default();
     let stop = a.stop_at.unwrap_or(steps).min(steps);
     while opt.step() < stop {
         let step = opt.step();
@@ -808,8 +811,10 @@ pub fn train_dit<B: Backend>(
             rep.lr,
             tp.rate()
         ));
+        window.push(loss);
         if done % a.log_every.max(1) == 0 || done == steps {
-            pb.suspend(|| log_line(out, &format!("stage 2 step {done}/{steps} loss {loss:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
+            let mean = window.take();
+            pb.suspend(|| log_line(out, &format!("stage 2 step {done}/{steps} loss {mean:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
         }
         if done % a.ckpt_every.max(1) == 0 || done == stop {
             let ck = TrainCheckpoint::capture(b, &model, &opt, &rng, &extra)?;
@@ -975,4 +980,24 @@ fn report_class_accuracy<B: Backend>(
         ),
     );
     Ok((colour, nn))
+}
+
+/// Mean of the losses since the last log line (single-batch losses are noisy).
+#[derive(Debug, Default)]
+struct LossWindow {
+    sum: f64,
+    n: usize,
+}
+
+impl LossWindow {
+    fn push(&mut self, loss: f32) {
+        self.sum += loss as f64;
+        self.n += 1;
+    }
+
+    fn take(&mut self) -> f64 {
+        let m = self.sum / self.n.max(1) as f64;
+        *self = LossWindow::default();
+        m
+    }
 }
