@@ -470,6 +470,10 @@ fn sample_with_a_yaml_config_on_a_tiny_run_equals_the_flags() {
         "1.5",
         "--steps",
         "5",
+        // The YAML's misc.time_dist_shift_base; without it the flag run uses the base the
+        // training run recorded in its checkpoint.
+        "--shift-base",
+        "4096",
         "--classes",
         "0,1",
         "--num",
