@@ -191,14 +191,23 @@ pub fn safetensors_header(path: &Path) -> Option<(Vec<String>, Vec<(String, Stri
     let v = rae_core::json::parse(std::str::from_utf8(&header).ok()?).ok()?;
     let mut names = Vec::new();
     let mut meta = Vec::new();
+    let mut data_end = 0u64;
     for (k, val) in v.as_object()? {
         if k == rae_core::safetensors::METADATA_KEY {
             for (mk, mv) in val.as_object()? {
                 meta.push((mk.clone(), mv.as_str()?.to_string()));
             }
         } else {
+            let end = val.get("data_offsets")?.as_array()?.get(1)?.as_f64()?;
+            data_end = data_end.max(end as u64);
             names.push(k.clone());
         }
+    }
+    // A truncated file has an intact header but too few data bytes: leave it to the full
+    // reader, whose error names the file and the missing bytes.
+    let file_len = f.metadata().ok()?.len();
+    if file_len < 8 + n + data_end {
+        return None;
     }
     Some((names, meta))
 }

@@ -302,6 +302,9 @@ fn sample_writes_pngs_grid_and_latents() {
         "4",
         "--out",
         g1.to_str().unwrap(),
+        // Unguided: without it the scale the run was trained with (CFG) would apply.
+        "--cfg-scale",
+        "1",
         "--save-latents",
         g1.join("l.safetensors").to_str().unwrap(),
     ]);
