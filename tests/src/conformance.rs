@@ -1055,6 +1055,18 @@ pub fn philox<B: Backend>(b: &B) {
     cx.report();
 }
 
+/// Prints `SKIPPED: <why>` once per test binary and reason, straight to the process's stderr:
+/// the test harness captures `eprintln!` of passing tests, which would hide the skip.
+pub fn report_skip(why: &str) {
+    use std::io::Write;
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if !seen.iter().any(|s| s == why) {
+        seen.push(why.to_string());
+        let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {why}");
+    }
+}
+
 /// The WGPU backend for a test, chosen by `RAE_WGPU_ADAPTER` (a GPU first, else lavapipe),
 /// created once per test binary. `None` (after printing `SKIPPED: wgpu backend not
 /// present: <why>`) when there is no adapter; with `RAE_REQUIRE_WGPU=1` a missing adapter
@@ -1072,7 +1084,7 @@ pub fn wgpu_or_skip() -> Option<&'static WgpuBackend> {
             if std::env::var("RAE_REQUIRE_WGPU").as_deref() == Ok("1") {
                 panic!("RAE_REQUIRE_WGPU=1 but the wgpu backend is not available: {e}");
             }
-            eprintln!("SKIPPED: wgpu backend not present: {e}");
+            report_skip(&format!("wgpu backend not present: {e}"));
             None
         }
     }
@@ -1085,7 +1097,7 @@ pub fn cuda_or_skip() -> Option<&'static CudaBackend> {
     match B.get_or_init(|| rae_backend_cuda::create(0).map_err(|e| e.to_string())) {
         Ok(b) => Some(b),
         Err(e) => {
-            eprintln!("SKIPPED: cuda backend not present: {e}");
+            report_skip(&format!("cuda backend not present: {e}"));
             None
         }
     }

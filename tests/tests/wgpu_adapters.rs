@@ -21,7 +21,9 @@ fn listing_adapters_does_not_panic() {
         );
     }
     if list.is_empty() {
-        eprintln!("SKIPPED: no WGPU adapter on this machine (listing is empty, as it may be)");
+        rae_tests::conformance::report_skip(
+            "no WGPU adapter on this machine (listing is empty, as it may be)",
+        );
     }
     for a in &list {
         assert!(!a.name.is_empty());
@@ -88,6 +90,6 @@ fn auto_prefers_a_gpu_and_cpu_is_used_when_asked() {
             !require_wgpu(),
             "RAE_REQUIRE_WGPU=1 expects lavapipe (a CPU adapter)"
         );
-        eprintln!("SKIPPED: no CPU adapter to build");
+        rae_tests::conformance::report_skip("no CPU adapter to build");
     }
 }

@@ -12,7 +12,7 @@ use rae_core::nn::{save_module, Init, Module};
 use rae_core::optim::{Decay, LrSchedule, Warmup};
 use rae_core::train::{
     stage1_step, stage2_step, Optimizer, OptimizerConfig, RngState, Stage1Config, Stage2Config,
-    TrainCheckpoint,
+    StepReport, TrainCheckpoint,
 };
 use rae_core::{Backend, Error, Tensor};
 
@@ -539,12 +539,9 @@ pub fn train_decoder<B: Backend>(
     );
     let mut order = BatchOrder::new(a.seed, ds.len(), false);
     let s = ds.image_size();
-    let pb = bar(steps, "stage 1");
-    pb.set_position(opt.step());
-    let mut tp = Throughput::default();
+    let mut prog = StageProgress::new(a, out, "stage 1", "L1", steps, opt.step());
     let mut last_saved = opt.step();
-    let mut window = LossWindow::default();
-    let stop = a.stop_at.unwrap_or(steps).min(steps);
+    let stop = prog.stop;
     while opt.step() < stop {
         let step = opt.step();
         let (imgs, _) = load_batch(ds, &order.batch(step, bs))?;
@@ -554,26 +551,14 @@ pub fn train_decoder<B: Backend>(
             Err(e @ Error::NonFinite { .. }) => return Err(stopped(e, &ckpt, last_saved)),
             Err(e) => return Err(e.into()),
         };
-        tp.add(bs as u64);
         let done = opt.step();
-        pb.set_position(done);
-        pb.set_message(format!(
-            "L1 {loss:.4} lr {:.2e} {:.1} img/s",
-            rep.lr,
-            tp.rate()
-        ));
-        window.push(loss);
-        if done % a.log_every.max(1) == 0 || done == steps {
-            let mean = window.take();
-            pb.suspend(|| log_line(out, &format!("stage 1 step {done}/{steps} L1 {mean:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
-        }
-        if done % a.ckpt_every.max(1) == 0 || done == stop {
+        if prog.record(done, bs, loss, &rep) {
             let ck = TrainCheckpoint::capture(b, &rae.decoder, &opt, &rng, &extra)?;
             save_safetensors(&ckpt, &ck.tensors, &ck.metadata)?;
             last_saved = done;
         }
     }
-    pb.finish_and_clear();
+    prog.pb.finish_and_clear();
     if stop < steps {
         return Err(CliError::new(format!(
             "stage 1 stopped at step {stop} of {steps} (--stop-at); continue with --resume"
@@ -766,9 +751,7 @@ pub fn train_dit<B: Backend>(
         ocfg.schedule.base_lr
     );
     let mut order = BatchOrder::new(a.seed, n_items, matches!(source, LatentSource::Images(_)));
-    let pb = bar(steps, "stage 2");
-    pb.set_position(opt.step());
-    let mut tp = Throughput::default();
+    let mut prog = StageProgress::new(a, out, "stage 2", "loss", steps, opt.step());
     let mut last_saved = opt.step();
     let preview = SampleSettings {
         steps: a.sample_steps,
@@ -776,8 +759,7 @@ pub fn train_dit<B: Backend>(
         shift_base,
         ..SampleSettings::default()
     };
-    let mut window = LossWindow::default();
-    let stop = a.stop_at.unwrap_or(steps).min(steps);
+    let stop = prog.stop;
     while opt.step() < stop {
         let step = opt.step();
         let items = order.batch(step, bs);
@@ -803,20 +785,8 @@ pub fn train_dit<B: Backend>(
             Err(e @ Error::NonFinite { .. }) => return Err(stopped(e, &ckpt, last_saved)),
             Err(e) => return Err(e.into()),
         };
-        tp.add(bs as u64);
         let done = opt.step();
-        pb.set_position(done);
-        pb.set_message(format!(
-            "loss {loss:.4} lr {:.2e} {:.1} img/s",
-            rep.lr,
-            tp.rate()
-        ));
-        window.push(loss);
-        if done % a.log_every.max(1) == 0 || done == steps {
-            let mean = window.take();
-            pb.suspend(|| log_line(out, &format!("stage 2 step {done}/{steps} loss {mean:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s", rep.lr, rep.grad_norm, tp.rate())));
-        }
-        if done % a.ckpt_every.max(1) == 0 || done == stop {
+        if prog.record(done, bs, loss, &rep) {
             let ck = TrainCheckpoint::capture(b, &model, &opt, &rng, &extra)?;
             save_safetensors(&ckpt, &ck.tensors, &ck.metadata)?;
             last_saved = done;
@@ -824,13 +794,14 @@ pub fn train_dit<B: Backend>(
         if a.sample_every > 0 && done % a.sample_every == 0 && done != steps {
             let ema = opt.ema_model(&model);
             let path = out.join("samples").join(format!("step-{done:06}.png"));
-            pb.suspend(|| preview_grid(b, rae, &ema, classes, 1, &preview, &path))?;
+            prog.pb
+                .suspend(|| preview_grid(b, rae, &ema, classes, 1, &preview, &path))?;
             if is_builtin {
                 report_class_accuracy(b, rae, &ema, &preview, out, done)?;
             }
         }
     }
-    pb.finish_and_clear();
+    prog.pb.finish_and_clear();
     if stop < steps {
         eprintln!("stage 2: stopped at step {stop} of {steps} (--stop-at); continue with --resume");
         return Ok(opt.ema_model(&model));
@@ -980,6 +951,76 @@ fn report_class_accuracy<B: Backend>(
         ),
     );
     Ok((colour, nn))
+}
+
+/// The bookkeeping both training stages share: the progress bar, throughput, the mean loss
+/// over each log interval, and when a checkpoint is due.
+struct StageProgress<'a> {
+    pb: indicatif::ProgressBar,
+    tp: Throughput,
+    window: LossWindow,
+    stage: &'static str,
+    loss_name: &'static str,
+    steps: u64,
+    /// Where this invocation stops (`--stop-at`, at most `steps`).
+    stop: u64,
+    log_every: u64,
+    ckpt_every: u64,
+    out: &'a Path,
+}
+
+impl<'a> StageProgress<'a> {
+    fn new(
+        a: &TrainArgs,
+        out: &'a Path,
+        stage: &'static str,
+        loss_name: &'static str,
+        steps: u64,
+        start: u64,
+    ) -> Self {
+        let pb = bar(steps, stage);
+        pb.set_position(start);
+        StageProgress {
+            pb,
+            tp: Throughput::default(),
+            window: LossWindow::default(),
+            stage,
+            loss_name,
+            steps,
+            stop: a.stop_at.unwrap_or(steps).min(steps),
+            log_every: a.log_every.max(1),
+            ckpt_every: a.ckpt_every.max(1),
+            out,
+        }
+    }
+
+    /// Records the finished step `done` (a batch of `batch` items): updates the bar, writes a
+    /// log line at each interval; returns whether a checkpoint is due.
+    fn record(&mut self, done: u64, batch: usize, loss: f32, rep: &StepReport) -> bool {
+        self.tp.add(batch as u64);
+        self.pb.set_position(done);
+        self.pb.set_message(format!(
+            "{} {loss:.4} lr {:.2e} {:.1} img/s",
+            self.loss_name,
+            rep.lr,
+            self.tp.rate()
+        ));
+        self.window.push(loss);
+        if done % self.log_every == 0 || done == self.steps {
+            let line = format!(
+                "{} step {done}/{} {} {:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s",
+                self.stage,
+                self.steps,
+                self.loss_name,
+                self.window.take(),
+                rep.lr,
+                rep.grad_norm,
+                self.tp.rate()
+            );
+            self.pb.suspend(|| log_line(self.out, &line));
+        }
+        done % self.ckpt_every == 0 || done == self.stop
+    }
 }
 
 /// Mean of the losses since the last log line (single-batch losses are noisy).

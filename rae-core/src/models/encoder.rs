@@ -105,3 +105,48 @@ impl<B: Backend> Module<B> for Encoder<B> {
         }
     }
 }
+
+/// The configuration checks every ViT encoder shares: the heads divide the width and the
+/// patch fits in the image. `source` names the file or preset in the error.
+pub(crate) fn check_vit_geometry(
+    source: &str,
+    hidden_size: usize,
+    num_attention_heads: usize,
+    patch_size: usize,
+    image_size: usize,
+) -> Result<()> {
+    let bad = |k: &str, why: &str| {
+        Err(crate::error::Error::config(
+            alloc::format!("{source}: {k}"),
+            alloc::string::String::from(why),
+        ))
+    };
+    if hidden_size == 0 || num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+        return bad("num_attention_heads", "must divide hidden_size");
+    }
+    if patch_size == 0 || image_size < patch_size {
+        return bad(
+            "patch_size",
+            "must be positive and not larger than image_size",
+        );
+    }
+    Ok(())
+}
+
+/// An encoder's input check: standardised images `[B, 3, H, W]` with `H` and `W` multiples of
+/// the patch `p`; returns `(B, H/p, W/p)`. `model` names the encoder in the error.
+pub(crate) fn image_grid<B: Backend>(
+    model: &'static str,
+    x: &Tensor<B>,
+    p: usize,
+) -> Result<(usize, usize, usize)> {
+    let dims = x.dims();
+    if dims.len() != 4 || dims[1] != 3 || dims[2] % p != 0 || dims[3] % p != 0 {
+        return Err(crate::error::Error::bad_shape(
+            model,
+            x.shape(),
+            alloc::format!("expects [B, 3, H, W] with H and W multiples of {p}"),
+        ));
+    }
+    Ok((dims[0], dims[2] / p, dims[3] / p))
+}

@@ -127,25 +127,18 @@ impl MaeConfig {
     }
 
     fn validate(&self, source: &str) -> Result<()> {
-        let bad =
-            |k: &str, why: &str| Err(Error::config(format!("{source}: {k}"), String::from(why)));
-        if self.hidden_size == 0
-            || self.num_attention_heads == 0
-            || self.hidden_size % self.num_attention_heads != 0
-        {
-            return bad("num_attention_heads", "must divide hidden_size");
-        }
+        super::encoder::check_vit_geometry(
+            source,
+            self.hidden_size,
+            self.num_attention_heads,
+            self.patch_size,
+            self.image_size,
+        )?;
         if self.hidden_size % 4 != 0 {
-            return bad(
-                "hidden_size",
-                "must be a multiple of 4 (2-D sin-cos position table)",
-            );
-        }
-        if self.patch_size == 0 || self.image_size < self.patch_size {
-            return bad(
-                "patch_size",
-                "must be positive and not larger than image_size",
-            );
+            return Err(Error::config(
+                format!("{source}: hidden_size"),
+                String::from("must be a multiple of 4 (2-D sin-cos position table)"),
+            ));
         }
         Ok(())
     }
@@ -277,15 +270,7 @@ impl<B: Backend> MaeEncoder<B> {
     pub fn forward_all(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
         let d = self.config.hidden_size;
         let p = self.config.patch_size;
-        let dims = x.dims();
-        if dims.len() != 4 || dims[1] != 3 || dims[2] % p != 0 || dims[3] % p != 0 {
-            return Err(Error::bad_shape(
-                "MAE encoder",
-                x.shape(),
-                format!("expects [B, 3, H, W] with H and W multiples of {p}"),
-            ));
-        }
-        let (bs, gh, gw) = (dims[0], dims[2] / p, dims[3] / p);
+        let (bs, gh, gw) = super::encoder::image_grid("MAE encoder", x, p)?;
         let n = gh * gw;
         let (patches, _) = self.patch_embed.forward(b, x)?;
         let pos = self.position_table(b, gh, gw)?;

@@ -182,21 +182,13 @@ impl SiglipConfig {
     }
 
     fn validate(&self, source: &str) -> Result<()> {
-        let bad =
-            |k: &str, why: &str| Err(Error::config(format!("{source}: {k}"), String::from(why)));
-        if self.hidden_size == 0
-            || self.num_attention_heads == 0
-            || self.hidden_size % self.num_attention_heads != 0
-        {
-            return bad("num_attention_heads", "must divide hidden_size");
-        }
-        if self.patch_size == 0 || self.image_size < self.patch_size {
-            return bad(
-                "patch_size",
-                "must be positive and not larger than image_size",
-            );
-        }
-        Ok(())
+        super::encoder::check_vit_geometry(
+            source,
+            self.hidden_size,
+            self.num_attention_heads,
+            self.patch_size,
+            self.image_size,
+        )
     }
 
     /// Side of the position-table grid (16 for 256/16).
@@ -378,15 +370,7 @@ impl<B: Backend> SiglipEncoder<B> {
     pub fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
         let d = self.config.hidden_size;
         let p = self.config.patch_size;
-        let dims = x.dims();
-        if dims.len() != 4 || dims[1] != 3 || dims[2] % p != 0 || dims[3] % p != 0 {
-            return Err(Error::bad_shape(
-                "SigLIP encoder",
-                x.shape(),
-                format!("expects [B, 3, H, W] with H and W multiples of {p}"),
-            ));
-        }
-        let (bs, gh, gw) = (dims[0], dims[2] / p, dims[3] / p);
+        let (bs, gh, gw) = super::encoder::image_grid("SigLIP encoder", x, p)?;
         let n = gh * gw;
         let (patches, _) = self.patch_embed.forward(b, x)?;
         let pos = self.position_table(b, gh, gw)?;
