@@ -42,6 +42,7 @@ fn run(cli: Cli) -> CliResult<()> {
 }
 
 fn main() {
+    quiet_headless_vulkan();
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `--config X.yaml` of train and sample: the reference's settings, flags winning.
@@ -55,5 +56,17 @@ fn main() {
     if let Err(e) = run(cli) {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// On a headless machine (no Wayland session, no `XDG_RUNTIME_DIR`), probing the Vulkan
+/// drivers for a WGPU adapter makes libwayland print "error: XDG_RUNTIME_DIR is invalid or
+/// not set", which reads like a failure of ours. Point it at the temporary directory for this
+/// process only, before any thread or driver exists; nothing is written there.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+    {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
 }
