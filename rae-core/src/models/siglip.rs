@@ -32,6 +32,12 @@ const SIGLIP_NAMES: VitNames = VitNames {
     norm2: "layer_norm2",
     fc: ("mlp.fc1", "mlp.fc2"),
     layer_scale: None,
+    attn: [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.out_proj",
+    ],
 };
 
 /// How the checkpoint embeds patches.
@@ -226,24 +232,7 @@ impl<B: Backend> SiglipEncoder<B> {
             layer_scale_init: 1.0,
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|l| {
-                let prefix = format!("encoder.layers.{l}");
-                let mut block = VitBlock::new(b, init, &prefix, SIGLIP_NAMES, &vit)?;
-                // SigLIP names its attention `self_attn.{q,k,v,out}_proj`.
-                let a = &mut block.attn;
-                for (lin, name) in [
-                    (&mut a.query, "q_proj"),
-                    (&mut a.key, "k_proj"),
-                    (&mut a.value, "v_proj"),
-                    (&mut a.out, "out_proj"),
-                ] {
-                    lin.weight.name = format!("{prefix}.self_attn.{name}.weight");
-                    if let Some(bias) = &mut lin.bias {
-                        bias.name = format!("{prefix}.self_attn.{name}.bias");
-                    }
-                }
-                Ok(block)
-            })
+            .map(|l| VitBlock::new(b, init, &format!("encoder.layers.{l}"), SIGLIP_NAMES, &vit))
             .collect::<Result<Vec<_>>>()?;
         let mut enc = SiglipEncoder {
             patch_embed: PatchEmbed::new(

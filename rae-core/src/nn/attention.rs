@@ -123,13 +123,22 @@ pub struct SeparateAttention<B: Backend> {
 }
 
 impl<B: Backend> SeparateAttention<B> {
-    /// Width `c`, `heads` heads, PyTorch default init.
-    pub fn new(b: &B, init: &mut Init, prefix: &str, c: usize, heads: usize) -> Result<Self> {
+    /// Width `c`, `heads` heads, PyTorch default init; the query, key, value and output
+    /// linears are named `{prefix}.{names[i]}`.
+    pub fn new(
+        b: &B,
+        init: &mut Init,
+        prefix: &str,
+        names: [&str; 4],
+        c: usize,
+        heads: usize,
+    ) -> Result<Self> {
+        let mut lin = |n: &str| Linear::new(b, init, &format!("{prefix}.{n}"), &[c, c], true);
         Ok(SeparateAttention {
-            query: Linear::new(b, init, &format!("{prefix}.attention.query"), &[c, c], true)?,
-            key: Linear::new(b, init, &format!("{prefix}.attention.key"), &[c, c], true)?,
-            value: Linear::new(b, init, &format!("{prefix}.attention.value"), &[c, c], true)?,
-            out: Linear::new(b, init, &format!("{prefix}.output.dense"), &[c, c], true)?,
+            query: lin(names[0])?,
+            key: lin(names[1])?,
+            value: lin(names[2])?,
+            out: lin(names[3])?,
             heads,
         })
     }

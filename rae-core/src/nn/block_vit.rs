@@ -22,7 +22,17 @@ pub struct VitNames {
     pub fc: (&'static str, &'static str),
     /// LayerScale vectors, when the layer has them (`layer_scale1.lambda1`, ...).
     pub layer_scale: Option<(&'static str, &'static str)>,
+    /// Attention query, key, value and output linears (`attention.attention.query`, ...).
+    pub attn: [&'static str; 4],
 }
+
+/// The HuggingFace ViT attention names (DINOv2, ViT-MAE, the RAE decoder).
+const HF_VIT_ATTENTION: [&str; 4] = [
+    "attention.attention.query",
+    "attention.attention.key",
+    "attention.attention.value",
+    "attention.output.dense",
+];
 
 impl VitNames {
     /// HuggingFace DINOv2 names.
@@ -31,6 +41,7 @@ impl VitNames {
         norm2: "norm2",
         fc: ("mlp.fc1", "mlp.fc2"),
         layer_scale: Some(("layer_scale1.lambda1", "layer_scale2.lambda1")),
+        attn: HF_VIT_ATTENTION,
     };
     /// HuggingFace ViT-MAE / RAE decoder names.
     pub const VIT_MAE: VitNames = VitNames {
@@ -38,6 +49,7 @@ impl VitNames {
         norm2: "layernorm_after",
         fc: ("intermediate.dense", "output.dense"),
         layer_scale: None,
+        attn: HF_VIT_ATTENTION,
     };
 }
 
@@ -110,7 +122,7 @@ impl<B: Backend> VitBlock<B> {
         };
         Ok(VitBlock {
             norm1: LayerNorm::new(b, &format!("{prefix}.{}", names.norm1), c, cfg.eps)?,
-            attn: SeparateAttention::new(b, init, &format!("{prefix}.attention"), c, cfg.heads)?,
+            attn: SeparateAttention::new(b, init, prefix, names.attn, c, cfg.heads)?,
             ls1,
             norm2: LayerNorm::new(b, &format!("{prefix}.{}", names.norm2), c, cfg.eps)?,
             mlp: Mlp::new(
