@@ -23,9 +23,10 @@ use std::fmt::Debug;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use rae_core::backend::{Backend, PatchOrder, Reduce, Unary};
-use rae_core::{CpuBackend, Tensor};
+use rae_core::CpuBackend;
 
-type T = Tensor<CpuBackend>;
+mod common;
+use common::{down, up, Gen, T};
 const BE: CpuBackend = CpuBackend;
 
 /// Relative error above which a gradient is wrong.
@@ -43,47 +44,6 @@ fn cases() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64)
-}
-
-/// SplitMix64: deterministic test data from a seed.
-struct Gen(u64);
-
-impl Gen {
-    fn new(seed: u64) -> Self {
-        Gen(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn f(&mut self, lo: f64, hi: f64) -> f32 {
-        (lo + (hi - lo) * self.unit()) as f32
-    }
-
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n).map(|_| self.f(lo, hi)).collect()
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
-fn up(data: &[f32], dims: &[usize]) -> T {
-    BE.upload(data, dims).unwrap()
-}
-
-fn down(t: &T) -> Vec<f32> {
-    BE.download(t).unwrap()
 }
 
 /// Sizes for FD inputs: 1, small and odd.

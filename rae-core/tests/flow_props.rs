@@ -12,20 +12,12 @@ use rae_core::flow::{
     LastStep, OdeMethod, SdeMethod, SdeOptions, TimeDist, VelocityField,
 };
 use rae_core::rng::PhiloxStream;
-use rae_core::{CpuBackend, Error, PhiloxKey, Result, Tensor};
+use rae_core::{CpuBackend, Error, PhiloxKey, Result};
 
-type T = Tensor<CpuBackend>;
+mod common;
+use common::{down, up, T};
+
 const B: CpuBackend = CpuBackend;
-
-fn up(v: &[f32], dims: &[usize]) -> T {
-    use rae_core::Backend;
-    B.upload(v, dims).unwrap()
-}
-
-fn down(x: &T) -> Vec<f32> {
-    use rae_core::Backend;
-    B.download(x).unwrap()
-}
 
 /// A host-computed element-wise field `v_i = f(x_i, t)` wrapped as a backend closure.
 fn host_field(f: impl Fn(f64, f64) -> f64) -> impl FnMut(&T, f32) -> Result<T> {
