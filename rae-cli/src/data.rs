@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rae_core::rng::{PhiloxKey, PhiloxStream};
 
 use crate::errors::{io_error, CliError, CliResult};
-use crate::image_io::{adm_center_crop, load_rgb, to_chw};
+use crate::image_io::{is_image, load_chw};
 
 /// A labelled image dataset producing `[3, S, S]` images in `[0, 1]`.
 pub trait Dataset: Sync {
@@ -167,12 +167,6 @@ pub struct ImageFolder {
     size: usize,
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
-
 impl ImageFolder {
     /// Scans `root`. A missing folder, a folder without class subfolders or without any
     /// image is an error naming the folder.
@@ -235,10 +229,7 @@ impl Dataset for ImageFolder {
         self.files[i].1
     }
     fn image(&self, i: usize, flip: bool) -> CliResult<Vec<f32>> {
-        let (path, _) = &self.files[i];
-        let img = load_rgb(path)?;
-        let img = adm_center_crop(&img, self.size as u32);
-        Ok(to_chw(&img, flip))
+        load_chw(&self.files[i].0, self.size, flip)
     }
 }
 
@@ -363,12 +354,14 @@ pub fn builtin_class_accuracy(
                 colour_ok += 1;
             }
         }
+        // Each reference's distance once (the first of equal minima wins, as with min_by).
         let nn = refs
             .iter()
-            .min_by(|a, b| {
-                let d = |r: &Vec<f32>| r.iter().zip(img).map(|(x, y)| (x - y).powi(2)).sum::<f32>();
-                d(&a.0).total_cmp(&d(&b.0))
+            .map(|(r, rl)| {
+                let d: f32 = r.iter().zip(img).map(|(x, y)| (x - y).powi(2)).sum();
+                (d, *rl)
             })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
             .map_or(u32::MAX, |r| r.1);
         if nn == l {
             nn_ok += 1;

@@ -134,6 +134,31 @@ pub fn to_chw(img: &RgbImage, flip: bool) -> Vec<f32> {
     out
 }
 
+/// Whether a path names an image this tool reads (PNG or JPEG, by extension).
+pub fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// An image file as the model sees it: ADM centre crop to `size`, `[3, size, size]` in [0, 1]
+/// (mirrored when `flip`).
+pub fn load_chw(path: &Path, size: usize, flip: bool) -> CliResult<Vec<f32>> {
+    Ok(to_chw(
+        &adm_center_crop(&load_rgb(path)?, size as u32),
+        flip,
+    ))
+}
+
+/// Image files, unflipped, as one `[n, 3, size, size]` batch.
+pub fn load_chw_files(files: &[std::path::PathBuf], size: usize) -> CliResult<Vec<f32>> {
+    let mut out = Vec::with_capacity(files.len() * 3 * size * size);
+    for f in files {
+        out.extend(load_chw(f, size, false)?);
+    }
+    Ok(out)
+}
+
 /// `[3, H, W]` values in `[0, 1]` scale → an RGB image: clamp to `[0, 1]`, ×255, truncate
 /// (§4.4).
 pub fn from_chw(data: &[f32], h: usize, w: usize) -> RgbImage {

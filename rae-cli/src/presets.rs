@@ -131,27 +131,6 @@ pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Encoder<B>> {
     crate::encoders::load_encoder_dir(b, dir)
 }
 
-/// Loads a DINOv2-with-registers folder.
-pub fn load_dinov2<B: Backend>(b: &B, dir: &Path) -> CliResult<Dinov2Encoder<B>> {
-    let cfg_path = dir.join("config.json");
-    let cfg = Dinov2Config::from_json(&load_json(&cfg_path)?, &cfg_path.display().to_string())?;
-    let mut enc = Dinov2Encoder::new(b, &mut Init::new(0), cfg)?;
-    let weights = ["model.safetensors", "pytorch_model.bin", "model.pt"]
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            CliError::new(format!(
-                "the encoder folder {} has no model.safetensors",
-                dir.display()
-            ))
-        })?;
-    let file = load_tensor_file(&weights)?;
-    enc.load(b, &file.tensors)
-        .context(format!("loading the encoder from {}", weights.display()))?;
-    Ok(enc)
-}
-
 /// Loads decoder weights and configuration.
 pub fn load_decoder<B: Backend>(
     b: &B,
@@ -199,6 +178,9 @@ pub fn load_decoder<B: Backend>(
     Ok(dec)
 }
 
+/// The epsilon under the square root of the latent variance when normalising (§2.4).
+pub const STATS_EPS: f32 = 1e-5;
+
 /// Loads `mean`/`var` statistics (safetensors or the reference `stat.pt`).
 pub fn load_stats<B: Backend>(b: &B, path: &Path) -> CliResult<LatentStats<B>> {
     let file = load_tensor_file(path)?;
@@ -211,7 +193,7 @@ pub fn load_stats<B: Backend>(b: &B, path: &Path) -> CliResult<LatentStats<B>> {
         })
     };
     let (mean, var) = (get("mean")?, get("var")?);
-    LatentStats::new(b, &mean.data, &var.data, 1e-5)
+    LatentStats::new(b, &mean.data, &var.data, STATS_EPS)
         .context(format!("statistics {}", path.display()))
 }
 
@@ -229,10 +211,20 @@ pub fn load_rae<B: Backend>(b: &B, paths: &RaePaths) -> CliResult<Rae<B>> {
         }
         None => None,
     };
-    let input = paths
-        .encoder_input_size
+    assemble_rae(encoder, decoder, stats, paths.encoder_input_size)
+}
+
+/// A RAE from its parts: the encoder family's image-processor constants (§2.1), the encoder
+/// input size (the one that gives the decoder's token grid unless `encoder_input_size`), and
+/// the check that the parts fit together.
+pub fn assemble_rae<B: Backend>(
+    encoder: Encoder<B>,
+    decoder: RaeDecoder<B>,
+    stats: Option<LatentStats<B>>,
+    encoder_input_size: Option<usize>,
+) -> CliResult<Rae<B>> {
+    let input = encoder_input_size
         .unwrap_or_else(|| default_encoder_input(encoder.patch_size(), &decoder.config));
-    // The encoder family's image-processor constants (§2.1).
     let (image_mean, image_std) = encoder.image_mean_std();
     let rae = Rae {
         encoder_input_size: input,

@@ -1,6 +1,6 @@
 //! `encode`, `decode` and `reconstruct`: images ↔ latents through a RAE (§7.1, §7.2).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rae_core::metrics::psnr;
 use rae_core::safetensors::TensorOut;
@@ -12,21 +12,12 @@ use crate::cli::{DecodeArgs, EncodeArgs, RaeArgs, ReconstructArgs};
 use crate::data::{load_batch, Dataset, ImageFolder};
 use crate::errors::{CliError, CliResult};
 use crate::files::load_tensor_file;
-use crate::image_io::{adm_center_crop, grid, load_rgb, save_png, to_chw};
+use crate::image_io::{grid, load_chw_files, save_png, to_chw};
 use crate::presets;
 
 fn rae_for<B: Backend>(b: &B, r: &RaeArgs) -> CliResult<rae_core::models::Rae<B>> {
     let paths = super::train::resolve_rae(r, Some(Path::new("runs/default/rae")))?;
     presets::load_rae(b, &paths)
-}
-
-fn load_files(files: &[PathBuf], size: usize) -> CliResult<Vec<f32>> {
-    let mut out = Vec::new();
-    for f in files {
-        let img = load_rgb(f)?;
-        out.extend(to_chw(&adm_center_crop(&img, size as u32), false));
-    }
-    Ok(out)
 }
 
 /// The `encode` command.
@@ -52,7 +43,7 @@ impl Job for EncodeJob {
                     )
                 }
                 (None, false) => (
-                    load_files(&a.images, size)?,
+                    load_chw_files(&a.images, size)?,
                     vec![0; a.images.len()],
                     vec![],
                 ),
@@ -150,7 +141,7 @@ impl Job for ReconstructJob {
         }
         let rae = rae_for(b, &a.rae)?;
         let size = rae.decoder.config.image_size;
-        let images = load_files(&a.images, size)?;
+        let images = load_chw_files(&a.images, size)?;
         let n = a.images.len();
         let x = b.upload(&images, &[n, 3, size, size])?;
         let z = rae.encode(b, &x)?;

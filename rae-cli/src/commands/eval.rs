@@ -23,7 +23,7 @@ use crate::backends::Job;
 use crate::ckpt::write_atomic;
 use crate::cli::RaeArgs;
 use crate::errors::{io_error, CliError, CliResult};
-use crate::image_io::{adm_center_crop, from_chw, load_rgb, to_chw};
+use crate::image_io::{from_chw, is_image, load_chw_files, to_chw};
 use crate::presets;
 use crate::progress::bar;
 
@@ -174,12 +174,6 @@ impl EvalReport {
     }
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
-
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> CliResult<()> {
     let rd = std::fs::read_dir(dir).map_err(|e| io_error("cannot open the folder", dir, &e))?;
     for e in rd {
@@ -247,14 +241,6 @@ pub fn pair_files(
             b.len()
         ))),
     }
-}
-
-fn load_batch(files: &[PathBuf], size: usize) -> CliResult<Vec<f32>> {
-    let mut out = Vec::with_capacity(files.len() * 3 * size * size);
-    for f in files {
-        out.extend(to_chw(&adm_center_crop(&load_rgb(f)?, size as u32), false));
-    }
-    Ok(out)
 }
 
 /// Encoder features of images `[n, 3, S, S]`: tokens mean-pooled over positions, `[n, C]`.
@@ -340,7 +326,7 @@ pub fn evaluate<B: Backend>(b: &B, rae: &Rae<B>, a: &EvalArgs) -> CliResult<Eval
         Ok(())
     };
     for chunk in set_a.chunks(bs) {
-        let imgs = load_batch(chunk, size)?;
+        let imgs = load_chw_files(chunk, size)?;
         ma.push_rows(&features(b, rae, &imgs, size)?)?;
         if set_b.is_none() {
             // Reconstruct and score against the originals.
@@ -354,7 +340,7 @@ pub fn evaluate<B: Backend>(b: &B, rae: &Rae<B>, a: &EvalArgs) -> CliResult<Eval
     }
     if let Some(sb) = &set_b {
         for chunk in sb.chunks(bs) {
-            let imgs = load_batch(chunk, size)?;
+            let imgs = load_chw_files(chunk, size)?;
             mb.push_rows(&features(b, rae, &imgs, size)?)?;
             pb.inc(chunk.len() as u64);
         }
@@ -362,8 +348,8 @@ pub fn evaluate<B: Backend>(b: &B, rae: &Rae<B>, a: &EvalArgs) -> CliResult<Eval
     if let Some((list, _)) = &pairs {
         if let Some(sb) = &set_b {
             for &(i, j) in list {
-                let x = load_batch(std::slice::from_ref(&set_a[i]), size)?;
-                let y = load_batch(std::slice::from_ref(&sb[j]), size)?;
+                let x = load_chw_files(std::slice::from_ref(&set_a[i]), size)?;
+                let y = load_chw_files(std::slice::from_ref(&sb[j]), size)?;
                 score(&x, &y)?;
             }
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rae_core::flow::TimeDist;
 use rae_core::json::JsonValue;
-use rae_core::models::{Dinov2Encoder, DitDh, Encoder, NoiseRule, Rae, RaeDecoder};
+use rae_core::models::{Dinov2Encoder, DitDh, Encoder, LatentStats, NoiseRule, Rae, RaeDecoder};
 use rae_core::nn::{save_module, Init, Module};
 use rae_core::optim::{Decay, LrSchedule, Warmup};
 use rae_core::train::{
@@ -236,8 +236,9 @@ fn run_pipeline<B: Backend>(b: &B, a: &TrainArgs) -> CliResult<()> {
         );
         enc.into()
     };
-    // 2. Stage 1: the decoder.
-    if !dec_path.exists() {
+    // 2. Stage 1: the decoder (the trained EMA weights are used as they are; what was saved
+    // is read back only when this stage is skipped).
+    let decoder = if !dec_path.exists() {
         let steps = a.stage1_steps.unwrap_or(TINY_STAGE1_STEPS);
         train_decoder(
             b,
@@ -248,25 +249,17 @@ fn run_pipeline<B: Backend>(b: &B, a: &TrainArgs) -> CliResult<()> {
             &a.out,
             &dec_path,
             steps,
-        )?;
+        )?
     } else {
         eprintln!(
             "stage 1: {} exists, skipping decoder training",
             dec_path.display()
         );
-    }
-    let decoder = presets::load_decoder(b, &dec_path, None)?;
-    let (image_mean, image_std) = encoder.image_mean_std();
-    let mut rae = Rae {
-        encoder_input_size: presets::default_encoder_input(encoder.patch_size(), &decoder.config),
-        image_mean,
-        image_std,
-        encoder,
-        decoder,
-        stats: None,
+        presets::load_decoder(b, &dec_path, None)?
     };
+    let mut rae = presets::assemble_rae(encoder, decoder, None, None)?;
     // 3. Latent statistics (exact moments over the dataset).
-    if !stats_path.exists() {
+    let stats = if !stats_path.exists() {
         let (mean, var) = compute_stats(b, &rae, ds.as_ref(), 64, StatsRule::Exact, false, a.seed)?;
         let [c, h, w] = rae.latent_dims();
         super::stats::save_stats(&stats_path, &mean, &var, [c, h, w])?;
@@ -275,8 +268,11 @@ fn run_pipeline<B: Backend>(b: &B, a: &TrainArgs) -> CliResult<()> {
             ds.len(),
             stats_path.display()
         );
-    }
-    rae.stats = Some(presets::load_stats(b, &stats_path)?);
+        LatentStats::new(b, &mean, &var, presets::STATS_EPS)?
+    } else {
+        presets::load_stats(b, &stats_path)?
+    };
+    rae.stats = Some(stats);
     // 4. Stage 2: DiT-DH.
     let steps = a.max_steps.unwrap_or(TINY_STAGE2_STEPS);
     let dit = train_dit(b, a, &rae, LatentSource::Images(ds), &a.out, steps)?;
@@ -480,16 +476,7 @@ pub fn train_decoder<B: Backend>(
     let bs = a.batch_size.unwrap_or(if tiny { 32 } else { 8 });
     let ckpt = out.join("decoder-train.safetensors");
     let decoder = RaeDecoder::new(b, &mut Init::new(a.seed ^ 0xDEC0), cfg.clone())?;
-    let (image_mean, image_std) = encoder.image_mean_std();
-    let mut rae = Rae {
-        encoder_input_size: presets::default_encoder_input(encoder.patch_size(), &cfg),
-        image_mean,
-        image_std,
-        encoder,
-        decoder,
-        stats: None,
-    };
-    presets::check_rae(&rae)?;
+    let mut rae = presets::assemble_rae(encoder, decoder, None, None)?;
     let spe = (ds.len() / bs).max(1) as u64;
     // [config hook] training.epochs of a reference YAML, unless --max-steps.
     let steps = a
@@ -608,7 +595,7 @@ pub struct LatentCache {
 
 /// Reads a latent cache written by `encode`.
 pub fn load_latents<B: Backend>(_b: &B, path: &Path) -> CliResult<LatentCache> {
-    let f = load_tensor_file(path)?;
+    let mut f = load_tensor_file(path)?;
     let lat = f
         .tensors
         .get("latents")
@@ -626,7 +613,7 @@ pub fn load_latents<B: Backend>(_b: &B, path: &Path) -> CliResult<LatentCache> {
             path.display()
         )));
     }
-    let n = lat.shape[0];
+    let (n, dims) = (lat.shape[0], [lat.shape[1], lat.shape[2], lat.shape[3]]);
     let labels = match f.int("labels") {
         Some(l) if l.data.len() == n => crate::files::labels_u32(&l.data, path)?,
         _ => {
@@ -640,9 +627,15 @@ pub fn load_latents<B: Backend>(_b: &B, path: &Path) -> CliResult<LatentCache> {
         .meta("num_classes")
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| labels.iter().max().map_or(1, |m| *m as usize + 1));
+    // Moved out, not copied: the cache can be the size of a dataset.
+    let latents = f
+        .tensors
+        .remove("latents")
+        .map(|t| t.data)
+        .unwrap_or_default();
     Ok(LatentCache {
-        latents: lat.data.clone(),
-        dims: [lat.shape[1], lat.shape[2], lat.shape[3]],
+        latents,
+        dims,
         labels,
         classes,
     })
