@@ -178,6 +178,57 @@ pub fn norm<B: Backend>(
     Ok((x.shape().rows(), c))
 }
 
+/// Validates a normalisation backward (LayerNorm when `layer`, else RMSNorm): `x`, its
+/// parameter, `dy` and the saved statistics (`rstd`, and `mean` for LayerNorm); returns
+/// `(rows, C)`.
+pub fn norm_backward<B: Backend>(
+    layer: bool,
+    x: &Tensor<B>,
+    stats: &crate::backend::NormStats<B>,
+    gamma: Option<&Tensor<B>>,
+    dy: &Tensor<B>,
+) -> Result<(usize, usize)> {
+    let (op, op_stats) = if layer {
+        ("layernorm_backward", "layernorm_backward (stats)")
+    } else {
+        ("rmsnorm_backward", "rmsnorm_backward (stats)")
+    };
+    let (rows, c) = norm(op, x, gamma, None)?;
+    same_shape(op, x.shape(), dy.shape())?;
+    numel(op_stats, stats.rstd.shape(), rows)?;
+    if layer {
+        numel("layernorm_backward (stats mean)", stats.mean.shape(), rows)?;
+    }
+    Ok((rows, c))
+}
+
+/// Validates a per-middle-axis affine map of `x` viewed as `dims`: `a` and `b` hold
+/// `dims[1]` values each.
+pub fn bcast_affine<B: Backend>(
+    x: &Tensor<B>,
+    a: Option<&Tensor<B>>,
+    b: Option<&Tensor<B>>,
+    dims: [usize; 3],
+) -> Result<()> {
+    view3("bcast_affine", x.shape(), dims)?;
+    for t in [a, b].into_iter().flatten() {
+        numel("bcast_affine (coefficients)", t.shape(), dims[1])?;
+    }
+    Ok(())
+}
+
+/// Validates an AdamW step: parameter, moments and gradient of one shape.
+pub fn adamw<B: Backend>(
+    param: &Tensor<B>,
+    grad: &Tensor<B>,
+    m: &Tensor<B>,
+    v: &Tensor<B>,
+) -> Result<()> {
+    same_shape("adamw_step (param vs grad)", grad.shape(), param.shape())?;
+    same_shape("adamw_step (m vs grad)", grad.shape(), m.shape())?;
+    same_shape("adamw_step (v vs grad)", grad.shape(), v.shape())
+}
+
 /// Validates RoPE; returns `(batch, N, hd)` with `batch` the product of leading axes.
 pub fn rope<B: Backend>(
     x: &Tensor<B>,
@@ -304,6 +355,13 @@ pub fn gather(table: &Shape, idx: &[u32]) -> Result<(usize, usize)> {
         ));
     }
     Ok((v, table.dims()[1]))
+}
+
+/// Validates a scatter-add of `dy` `[n, C]` rows into a `[rows, C]` table; returns `C`.
+pub fn scatter_rows(dy: &Shape, idx: &[u32], rows: usize) -> Result<usize> {
+    let (_, c) = gather(&Shape::new(&[rows, dy.last()])?, idx)?;
+    same_shape("scatter_add_rows", &Shape::new(&[idx.len(), c])?, dy)?;
+    Ok(c)
 }
 
 /// Validates Fourier features; returns `(B, F)`.

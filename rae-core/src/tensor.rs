@@ -26,6 +26,11 @@ impl<B: Backend> Tensor<B> {
         &self.storage
     }
 
+    /// The storage handle, mutably (for backends that update a tensor in place).
+    pub(crate) fn storage_mut(&mut self) -> &mut B::Storage {
+        &mut self.storage
+    }
+
     /// Takes the storage handle apart from the shape.
     pub fn into_parts(self) -> (B::Storage, Shape) {
         (self.storage, self.shape)

@@ -67,6 +67,8 @@ pub struct CubeBackend<R: Runtime> {
     name: Arc<str>,
     max_vector: usize,
     matmul: MatmulKernel,
+    /// Bound where a kernel's optional input is absent (never read, never written).
+    placeholder: CubeStorage,
 }
 
 impl<R: Runtime> Clone for CubeBackend<R> {
@@ -76,6 +78,7 @@ impl<R: Runtime> Clone for CubeBackend<R> {
             name: self.name.clone(),
             max_vector: self.max_vector,
             matmul: self.matmul,
+            placeholder: self.placeholder.clone(),
         }
     }
 }
@@ -99,11 +102,16 @@ impl<R: Runtime> CubeBackend<R> {
             .max()
             .unwrap_or(1)
             .clamp(1, 4);
+        let placeholder = CubeStorage {
+            handle: client.empty(MIN_FLOATS * core::mem::size_of::<f32>()),
+            len: MIN_FLOATS,
+        };
         CubeBackend {
             client,
             name: Arc::from(name.into()),
             max_vector,
             matmul: MatmulKernel::default(),
+            placeholder,
         }
     }
 
@@ -144,6 +152,12 @@ impl<R: Runtime> CubeBackend<R> {
             handle: self.client.empty(bytes),
             len: n,
         })
+    }
+
+    /// `s`, or for an absent optional kernel input the backend's placeholder buffer (one
+    /// `vec4`, allocated once; kernels only read an optional input that is present).
+    pub(crate) fn or_placeholder<'a>(&'a self, s: Option<&'a CubeStorage>) -> &'a CubeStorage {
+        s.unwrap_or(&self.placeholder)
     }
 
     /// A buffer holding `data`, as u32 values (kernel index arguments).
@@ -262,11 +276,7 @@ impl<R: Runtime> Backend for CubeBackend<R> {
         b: Option<&T<R>>,
         dims: [usize; 3],
     ) -> Result<T<R>> {
-        check::view3("bcast_affine", x.shape(), dims)?;
-        let mid = Shape::new(&[dims[1]])?;
-        for t in [a, b].into_iter().flatten() {
-            check::numel("bcast_affine (coefficients)", t.shape(), mid.numel())?;
-        }
+        check::bcast_affine(x, a, b, dims)?;
         cond::bcast_affine(self, x, a, b, dims)
     }
 
@@ -299,10 +309,7 @@ impl<R: Runtime> Backend for CubeBackend<R> {
         has_beta: bool,
         dy: &T<R>,
     ) -> Result<NormGrads<Self>> {
-        let rc = check::norm("layernorm_backward", x, gamma, None)?;
-        check::same_shape("layernorm_backward", x.shape(), dy.shape())?;
-        check::numel("layernorm_backward (stats)", stats.rstd.shape(), rc.0)?;
-        check::numel("layernorm_backward (stats)", stats.mean.shape(), rc.0)?;
+        let rc = check::norm_backward(true, x, stats, gamma, dy)?;
         norm::backward(self, x, stats, gamma, has_beta, dy, true, rc)
     }
 
@@ -323,9 +330,7 @@ impl<R: Runtime> Backend for CubeBackend<R> {
         weight: Option<&T<R>>,
         dy: &T<R>,
     ) -> Result<NormGrads<Self>> {
-        let rc = check::norm("rmsnorm_backward", x, weight, None)?;
-        check::same_shape("rmsnorm_backward", x.shape(), dy.shape())?;
-        check::numel("rmsnorm_backward (stats)", stats.rstd.shape(), rc.0)?;
+        let rc = check::norm_backward(false, x, stats, weight, dy)?;
         norm::backward(self, x, stats, weight, false, dy, false, rc)
     }
 
@@ -402,13 +407,7 @@ impl<R: Runtime> Backend for CubeBackend<R> {
     }
 
     fn scatter_add_rows(&self, dy: &T<R>, idx: &[u32], rows: usize) -> Result<T<R>> {
-        let shape = Shape::new(&[rows, dy.shape().last()])?;
-        let (_, c) = check::gather(&shape, idx)?;
-        check::same_shape(
-            "scatter_add_rows",
-            &Shape::new(&[idx.len(), c])?,
-            dy.shape(),
-        )?;
+        let c = check::scatter_rows(dy.shape(), idx, rows)?;
         embed::scatter_add_rows(self, dy, idx, rows, c)
     }
 
@@ -468,9 +467,7 @@ impl<R: Runtime> Backend for CubeBackend<R> {
         v: &mut T<R>,
         hp: &AdamWStep,
     ) -> Result<()> {
-        check::same_shape("adamw_step (param vs grad)", grad.shape(), param.shape())?;
-        check::same_shape("adamw_step (m vs grad)", grad.shape(), m.shape())?;
-        check::same_shape("adamw_step (v vs grad)", grad.shape(), v.shape())?;
+        check::adamw(param, grad, m, v)?;
         optim::adamw(self, param, grad, m, v, hp)
     }
 

@@ -36,6 +36,12 @@ fn data(x: &T) -> &[f32] {
     x.storage().as_slice()
 }
 
+/// The data of a tensor this code may update in place: copied first only when the storage
+/// is shared with another tensor (copy on write), so the update never shows through a clone.
+fn data_mut(x: &mut T) -> &mut [f32] {
+    Arc::make_mut(x.storage_mut()).as_mut_slice()
+}
+
 fn make(v: Vec<f32>, shape: Shape) -> T {
     Tensor::from_parts(Arc::new(v), shape)
 }
@@ -116,11 +122,7 @@ impl Backend for CpuBackend {
     }
 
     fn bcast_affine(&self, x: &T, a: Option<&T>, b: Option<&T>, dims: [usize; 3]) -> Result<T> {
-        check::view3("bcast_affine", x.shape(), dims)?;
-        let mid = Shape::new(&[dims[1]])?;
-        for t in [a, b].into_iter().flatten() {
-            check::numel("bcast_affine (coefficients)", t.shape(), mid.numel())?;
-        }
+        check::bcast_affine(x, a, b, dims)?;
         let xs = data(x);
         let [_, mid, inner] = dims;
         let av: Vec<f32> = a.map_or_else(|| vec![1.0; mid], |a| data(a).to_vec());
@@ -185,10 +187,7 @@ impl Backend for CpuBackend {
         has_beta: bool,
         dy: &T,
     ) -> Result<NormGrads<Self>> {
-        let (rows, c) = check::norm("layernorm_backward", x, gamma, None)?;
-        check::same_shape("layernorm_backward", x.shape(), dy.shape())?;
-        check::numel("layernorm_backward (stats)", stats.rstd.shape(), rows)?;
-        check::numel("layernorm_backward (stats mean)", stats.mean.shape(), rows)?;
+        let (_, c) = check::norm_backward(true, x, stats, gamma, dy)?;
         let g = ops::norm_backward(
             data(x),
             Some(data(&stats.mean)),
@@ -231,9 +230,7 @@ impl Backend for CpuBackend {
         weight: Option<&T>,
         dy: &T,
     ) -> Result<NormGrads<Self>> {
-        let (rows, c) = check::norm("rmsnorm_backward", x, weight, None)?;
-        check::same_shape("rmsnorm_backward", x.shape(), dy.shape())?;
-        check::numel("rmsnorm_backward (stats)", stats.rstd.shape(), rows)?;
+        let (_, c) = check::norm_backward(false, x, stats, weight, dy)?;
         let g = ops::norm_backward(
             data(x),
             None,
@@ -429,13 +426,7 @@ impl Backend for CpuBackend {
     }
 
     fn scatter_add_rows(&self, dy: &T, idx: &[u32], rows: usize) -> Result<T> {
-        let shape = Shape::new(&[rows, dy.shape().last()])?;
-        let (_, c) = check::gather(&shape, idx)?;
-        check::same_shape(
-            "scatter_add_rows",
-            &Shape::new(&[idx.len(), c])?,
-            dy.shape(),
-        )?;
+        let c = check::scatter_rows(dy.shape(), idx, rows)?;
         let ds = data(dy);
         let mut out = vec![0.0f32; rows * c];
         for (r, &i) in idx.iter().enumerate() {
@@ -443,7 +434,7 @@ impl Backend for CpuBackend {
                 out[i as usize * c + j] += ds[r * c + j];
             }
         }
-        Ok(make(out, shape))
+        make_dims(out, &[rows, c])
     }
 
     fn fourier_features(&self, t: &T, w: &T) -> Result<T> {
@@ -559,29 +550,16 @@ impl Backend for CpuBackend {
         v: &mut T,
         hp: &AdamWStep,
     ) -> Result<()> {
-        check::same_shape("adamw_step (param vs grad)", grad.shape(), param.shape())?;
-        check::same_shape("adamw_step (m vs grad)", grad.shape(), m.shape())?;
-        check::same_shape("adamw_step (v vs grad)", grad.shape(), v.shape())?;
-        let g = data(grad).to_vec();
-        let mut pv = data(param).to_vec();
-        let mut mv = data(m).to_vec();
-        let mut vv = data(v).to_vec();
-        ops::adamw(&mut pv, &g, &mut mv, &mut vv, hp);
-        *param = make(pv, param.shape().clone());
-        *m = make(mv, m.shape().clone());
-        *v = make(vv, v.shape().clone());
+        check::adamw(param, grad, m, v)?;
+        ops::adamw(data_mut(param), data(grad), data_mut(m), data_mut(v), hp);
         Ok(())
     }
 
     fn ema_update(&self, ema: &mut T, param: &T, decay: f32) -> Result<()> {
         check::same_shape("ema_update", ema.shape(), param.shape())?;
-        let ps = data(param);
-        let out: Vec<f32> = data(ema)
-            .iter()
-            .zip(ps)
-            .map(|(&e, &p)| e * decay + p * (1.0 - decay))
-            .collect();
-        *ema = make(out, ema.shape().clone());
+        for (e, &p) in data_mut(ema).iter_mut().zip(data(param)) {
+            *e = *e * decay + p * (1.0 - decay);
+        }
         Ok(())
     }
 

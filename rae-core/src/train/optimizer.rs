@@ -8,7 +8,7 @@ use super::{all_params, set_params, trainable_params};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::nn::{Grads, Module};
-use crate::optim::{clip_coefficient, global_grad_norm, AdamW, AdamWConfig, Ema, LrSchedule};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema, LrSchedule};
 use crate::tensor::Tensor;
 
 /// Hyper-parameters of the optimiser side of training.
@@ -86,16 +86,14 @@ impl<B: Backend> Optimizer<B> {
                 format!("no gradient for trainable parameter {name}"),
             ));
         }
-        let norm = global_grad_norm(b, &gs)?;
-        if !norm.is_finite() {
-            return Err(Error::NonFinite {
-                what: format!("gradient norm at step {}", self.step() + 1),
-            });
-        }
-        let scale = match self.config.clip {
-            Some(max) => clip_coefficient(norm, max),
-            None => 1.0,
-        };
+        let step = self.step() + 1;
+        let clip = clip_grad_norm(b, &gs, self.config.clip).map_err(|e| match e {
+            Error::NonFinite { what } => Error::NonFinite {
+                what: format!("{what} at step {step}"),
+            },
+            e => e,
+        })?;
+        let (norm, scale) = (clip.total_norm, clip.factor);
         let lr = self.config.schedule.lr(self.step());
         let mut params: Vec<Tensor<B>> = trainable_params(model);
         self.adamw.step(b, &mut params, &gs, lr, scale)?;

@@ -95,9 +95,8 @@ pub(crate) fn bcast_affine<R: Runtime>(
     if n > 0 {
         let w = vector_width(be, &[dims[2]]);
         let (count, dim) = grid_1d(n / w);
-        let dummy = be.alloc(1)?;
-        let av = a.map(|t| t.storage()).unwrap_or(&dummy);
-        let bv = b.map(|t| t.storage()).unwrap_or(&dummy);
+        let av = be.or_placeholder(a.map(|t| t.storage()));
+        let bv = be.or_placeholder(b.map(|t| t.storage()));
         // SAFETY: x/y hold n floats; a and b are read at m < mid (their checked length)
         // only when present.
         unsafe {
@@ -134,9 +133,8 @@ pub(crate) fn cond<R: Runtime>(
     if total > 0 {
         let w = vector_width(be, &[d.c]);
         let (count, dim) = grid_1d(total / w);
-        let dummy = be.alloc(w)?;
-        let sh = shift.map(|t| t.storage()).unwrap_or(&dummy);
-        let sc = scale.map(|t| t.storage()).unwrap_or(&dummy);
+        let sh = be.or_placeholder(shift.map(|t| t.storage()));
+        let sc = be.or_placeholder(scale.map(|t| t.storage()));
         // SAFETY: x/y hold B·N·C floats; shift/scale hold B·Nc·C and are read at
         // crow·C + j with crow < B·Nc, only when present.
         unsafe {

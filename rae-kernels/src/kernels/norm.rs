@@ -156,9 +156,8 @@ pub(crate) fn forward<R: Runtime>(
     let mean = be.alloc(rows)?;
     let rstd = be.alloc(rows)?;
     if rows > 0 {
-        let dummy = be.alloc(1)?;
-        let g = gamma.map(|t| t.storage()).unwrap_or(&dummy);
-        let b = beta.map(|t| t.storage()).unwrap_or(&dummy);
+        let g = be.or_placeholder(gamma.map(|t| t.storage()));
+        let b = be.or_placeholder(beta.map(|t| t.storage()));
         // SAFETY: one cube per row reads and writes row·c + j < rows·c and the stats at row
         // < rows; gamma/beta are read at j < c only when present (checked to be [c]).
         unsafe {
@@ -205,8 +204,7 @@ pub(crate) fn backward<R: Runtime>(
 ) -> Result<NormGrads<CubeBackend<R>>> {
     let dx = be.alloc(rows * c)?;
     if rows > 0 {
-        let dummy = be.alloc(1)?;
-        let g = gamma.map(|t| t.storage()).unwrap_or(&dummy);
+        let g = be.or_placeholder(gamma.map(|t| t.storage()));
         // SAFETY: as in the forward: reads and writes at row·c + j < rows·c, stats at row.
         unsafe {
             norm_backward_kernel::launch_unchecked::<R>(
@@ -229,21 +227,19 @@ pub(crate) fn backward<R: Runtime>(
     }
     let dweight = match gamma {
         Some(_) => {
-            // RMSNorm ignores the saved mean (as the CPU backend does): centre on zeros.
-            let zeros;
-            let mean = if layer {
-                stats.mean.storage()
+            // RMSNorm ignores the saved mean (as the CPU backend does).
+            let (mean, op) = if layer {
+                (Some(stats.mean.storage()), mode::NORM_DW)
             } else {
-                zeros = crate::kernels::elementwise::fill(be, rows, 0.0)?;
-                &zeros
+                (None, mode::RMS_DW)
             };
             let inp = ColInputs {
                 x: dy.storage(),
                 z: Some(x.storage()),
-                mean: Some(mean),
+                mean,
                 rstd: Some(stats.rstd.storage()),
             };
-            let dw = launch_cols(be, &inp, [1, rows, c], mode::NORM_DW, None)?;
+            let dw = launch_cols(be, &inp, [1, rows, c], op, None)?;
             Some(be.tensor_dims(dw, &[c])?)
         }
         None => None,

@@ -31,6 +31,8 @@ pub(crate) mod mode {
     pub const NORM_DW: u32 = 3;
     /// `max x`
     pub const MAX: u32 = 4;
+    /// `Σ dy·x·rstd[m]`: the weight gradient of an RMSNorm (no mean to subtract).
+    pub const RMS_DW: u32 = 5;
 }
 
 /// Reduces `value` over the cube (sum, or max with `op == mode::MAX`); every unit gets
@@ -152,6 +154,8 @@ fn col_reduce_kernel(
             } else if op == mode::NORM_DW {
                 let r = o * mid + m;
                 acc += v * ((z[at] - mean[r]) * rstd[r]);
+            } else if op == mode::RMS_DW {
+                acc += v * (z[at] * rstd[o * mid + m]);
             } else {
                 acc += v;
             }
@@ -241,7 +245,7 @@ pub(crate) struct ColInputs<'a> {
     pub z: Option<&'a CubeStorage>,
     /// Row means `[outer·mid]` for [`mode::NORM_DW`].
     pub mean: Option<&'a CubeStorage>,
-    /// Row reciprocal deviations `[outer·mid]` for [`mode::NORM_DW`].
+    /// Row reciprocal deviations `[outer·mid]` for [`mode::NORM_DW`] and [`mode::RMS_DW`].
     pub rstd: Option<&'a CubeStorage>,
 }
 
@@ -259,10 +263,9 @@ pub(crate) fn launch_cols<R: Runtime>(
     let (segs, seg_len) = segments(tiles * outer, mid, 256);
     let out = be.alloc(outer * segs * inner)?;
     if outer * inner > 0 {
-        let dummy = be.alloc(1)?;
-        let z = inp.z.unwrap_or(&dummy);
-        let mean = inp.mean.unwrap_or(&dummy);
-        let rstd = inp.rstd.unwrap_or(&dummy);
+        let z = be.or_placeholder(inp.z);
+        let mean = be.or_placeholder(inp.mean);
+        let rstd = be.or_placeholder(inp.rstd);
         // SAFETY: reads are at (o·mid + m)·inner + i < outer·mid·inner of x (and z), and at
         // o·mid + m of mean/rstd, which the modes that read them size accordingly; writes
         // stay below outer·segs·inner.
@@ -356,7 +359,13 @@ pub(crate) fn variants(v: &mut Vec<Variant>) {
                 },
             ));
         }
-        for op in [mode::SUM, mode::SUM_SQ, mode::SUM_XZ, mode::NORM_DW] {
+        for op in [
+            mode::SUM,
+            mode::SUM_SQ,
+            mode::SUM_XZ,
+            mode::NORM_DW,
+            mode::RMS_DW,
+        ] {
             v.push(Variant::new(
                 format!("col_reduce_kernel op={op} scale={scale_out}"),
                 CubeDim::new_2d(32, 8),
