@@ -9,7 +9,7 @@ use super::Mode;
 use crate::backend::{Backend, Unary};
 use crate::error::{Error, Result};
 use crate::json::JsonValue;
-use crate::nn::tables::bicubic_aa_matrix;
+use crate::nn::tables::{bicubic_aa_matrix, integer_sqrt, resize_cls_grid_rows};
 use crate::nn::{
     load_module, HostTensors, Init, LayerNorm, LoadReport, Module, Param, PatchEmbed, VitBlock,
     VitBlockConfig, VitNames,
@@ -245,27 +245,11 @@ impl<B: Backend> Dinov2Encoder<B> {
         if gh == g && gw == g {
             return Ok(table);
         }
-        let cls = b.slice_mid(&table.reshape(&[1, rows + 1, d])?, [1, rows + 1, d], 0, 1)?;
-        let grid = b.slice_mid(
-            &table.reshape(&[1, rows + 1, d])?,
-            [1, rows + 1, d],
-            1,
-            rows,
-        )?;
-        // [g·g, D] → channels first [D, g, g] → resize → [D, gh, gw] → [gh·gw, D].
-        let chw = b
-            .permute0213(&grid.reshape(&[1, g * g, d, 1])?)?
-            .reshape(&[1, d, g, g])?;
         let (mh, mw) = match self.pos_interp {
             PosInterp::Size => (bicubic_aa_matrix(g, gh), bicubic_aa_matrix(g, gw)),
             PosInterp::ScaleFactor => (aa_matrix_scale(g, gh), aa_matrix_scale(g, gw)),
         };
-        let rh = b.upload(&mh, &[gh, g])?;
-        let rw = b.upload(&mw, &[gw, g])?;
-        let resized = crate::nn::tables::resize_2d(b, &chw, &rh, &rw)?;
-        let tokens = b.permute0213(&resized.reshape(&[1, d, gh * gw, 1])?)?;
-        b.concat_mid(&[&cls, &tokens], 1, d)?
-            .reshape(&[1 + gh * gw, d])
+        resize_cls_grid_rows(b, &table, g, d, &mh, &mw, gh, gw)
     }
 
     /// Standardised images `[B, 3, H, W]` (H, W multiples of the patch) → all final tokens
@@ -331,11 +315,6 @@ impl<B: Backend> Module<B> for Dinov2Encoder<B> {
         self.layers.visit_mut(f);
         self.layernorm.visit_mut(f);
     }
-}
-
-fn integer_sqrt(n: usize) -> Option<usize> {
-    let r = libm::sqrt(n as f64) as usize;
-    (r.saturating_sub(1)..=r + 1).find(|&x| x * x == n)
 }
 
 /// Antialiased bicubic weights when the resize is given as `scale_factor = (out + 0.1)/in`:

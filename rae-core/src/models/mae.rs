@@ -13,11 +13,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::config::Cfg;
-use super::siglip::integer_sqrt;
 use crate::backend::{Backend, Unary};
 use crate::error::{Error, Result};
 use crate::json::JsonValue;
-use crate::nn::tables::{bicubic_matrix, resize_2d, sincos_2d};
+use crate::nn::tables::{bicubic_matrix, integer_sqrt, resize_cls_grid_rows, sincos_2d};
 use crate::nn::{
     load_module, HostTensors, Init, LayerNorm, LoadReport, Module, Param, ParamKind, PatchEmbed,
     VitBlock, VitBlockConfig, VitNames,
@@ -250,18 +249,8 @@ impl<B: Backend> MaeEncoder<B> {
         if gh == g && gw == g {
             return table.reshape(&[total, d]);
         }
-        let cls = b.slice_mid(&table, [1, total, d], 0, 1)?;
-        let grid = b.slice_mid(&table, [1, total, d], 1, rows)?;
-        // [g·g, D] → channels first [D, g, g] → resize → [D, gh, gw] → [gh·gw, D].
-        let chw = b
-            .permute0213(&grid.reshape(&[1, g * g, d, 1])?)?
-            .reshape(&[1, d, g, g])?;
-        let rh = b.upload(&bicubic_matrix(g, gh), &[gh, g])?;
-        let rw = b.upload(&bicubic_matrix(g, gw), &[gw, g])?;
-        let resized = resize_2d(b, &chw, &rh, &rw)?;
-        let tokens = b.permute0213(&resized.reshape(&[1, d, gh * gw, 1])?)?;
-        b.concat_mid(&[&cls, &tokens], 1, d)?
-            .reshape(&[1 + gh * gw, d])
+        let (mh, mw) = (bicubic_matrix(g, gh), bicubic_matrix(g, gw));
+        resize_cls_grid_rows(b, &table, g, d, &mh, &mw, gh, gw)
     }
 
     /// Standardised images `[B, 3, H, W]` (H, W multiples of the patch) → all final tokens

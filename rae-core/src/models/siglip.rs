@@ -18,7 +18,7 @@ use super::config::Cfg;
 use crate::backend::{Backend, Unary};
 use crate::error::{Error, Result};
 use crate::json::JsonValue;
-use crate::nn::tables::{bicubic_matrix, resize_2d};
+use crate::nn::tables::{bicubic_matrix, integer_sqrt, resize_grid_rows};
 use crate::nn::{
     load_module, HostTensor, HostTensors, Init, LayerNorm, LoadReport, Module, Param, ParamKind,
     PatchEmbed, VitBlock, VitBlockConfig, VitNames,
@@ -343,15 +343,8 @@ impl<B: Backend> SiglipEncoder<B> {
                 ),
             ));
         }
-        // [g·g, D] → channels first [D, g, g] → resize → [D, gh, gw] → [gh·gw, D].
-        let chw = b
-            .permute0213(&table.reshape(&[1, g * g, d, 1])?)?
-            .reshape(&[1, d, g, g])?;
-        let rh = b.upload(&bicubic_matrix(g, gh), &[gh, g])?;
-        let rw = b.upload(&bicubic_matrix(g, gw), &[gw, g])?;
-        let resized = resize_2d(b, &chw, &rh, &rw)?;
-        b.permute0213(&resized.reshape(&[1, d, gh * gw, 1])?)?
-            .reshape(&[gh * gw, d])
+        let (mh, mw) = (bicubic_matrix(g, gh), bicubic_matrix(g, gw));
+        resize_grid_rows(b, &table, g, d, &mh, &mw, gh, gw)
     }
 
     /// Standardised images `[B, 3, H, W]` (H, W multiples of the patch) → tokens `[B, N, D]`
@@ -390,9 +383,4 @@ impl<B: Backend> Module<B> for SiglipEncoder<B> {
         self.layers.visit_mut(f);
         self.post_layernorm.visit_mut(f);
     }
-}
-
-pub(crate) fn integer_sqrt(n: usize) -> Option<usize> {
-    let r = libm::sqrt(n as f64) as usize;
-    (r.saturating_sub(1)..=r + 1).find(|&x| x * x == n)
 }

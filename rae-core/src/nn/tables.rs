@@ -183,3 +183,56 @@ pub fn resize_bicubic<B: Backend>(b: &B, x: &Tensor<B>, oh: usize, ow: usize) ->
     let rw = b.upload(&bicubic_matrix(d[3], ow), &[ow, d[3]])?;
     resize_2d(b, x, &rh, &rw)
 }
+
+/// `r` with `r² = n`, if `n` is a perfect square (the side of a square position grid).
+pub fn integer_sqrt(n: usize) -> Option<usize> {
+    let r = libm::sqrt(n as f64) as usize;
+    (r.saturating_sub(1)..=r + 1).find(|&x| x * x == n)
+}
+
+/// Resizes the rows of a square position table, `grid` `[g·g, D]` in row-major grid order,
+/// to a `gh × gw` grid with the host resize matrices `mh` `[gh, g]` and `mw` `[gw, g]`
+/// (§2.1.1, §2.2.3): `[gh·gw, D]`.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_grid_rows<B: Backend>(
+    b: &B,
+    grid: &Tensor<B>,
+    g: usize,
+    d: usize,
+    mh: &[f32],
+    mw: &[f32],
+    gh: usize,
+    gw: usize,
+) -> Result<Tensor<B>> {
+    // [g·g, D] → channels first [D, g, g] → resize → [D, gh, gw] → [gh·gw, D].
+    let chw = b
+        .permute0213(&grid.reshape(&[1, g * g, d, 1])?)?
+        .reshape(&[1, d, g, g])?;
+    let rh = b.upload(mh, &[gh, g])?;
+    let rw = b.upload(mw, &[gw, g])?;
+    let resized = resize_2d(b, &chw, &rh, &rw)?;
+    b.permute0213(&resized.reshape(&[1, d, gh * gw, 1])?)?
+        .reshape(&[gh * gw, d])
+}
+
+/// [`resize_grid_rows`] for a table with a CLS row first, `[1 + g·g, D]`: the CLS row is
+/// kept as is; `[1 + gh·gw, D]`.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_cls_grid_rows<B: Backend>(
+    b: &B,
+    table: &Tensor<B>,
+    g: usize,
+    d: usize,
+    mh: &[f32],
+    mw: &[f32],
+    gh: usize,
+    gw: usize,
+) -> Result<Tensor<B>> {
+    let total = 1 + g * g;
+    let t = table.reshape(&[1, total, d])?;
+    let cls = b.slice_mid(&t, [1, total, d], 0, 1)?;
+    let grid = b.slice_mid(&t, [1, total, d], 1, g * g)?;
+    let tokens = resize_grid_rows(b, &grid, g, d, mh, mw, gh, gw)?;
+    b.concat_mid(&[&cls, &tokens.reshape(&[1, gh * gw, d])?], 1, d)?
+        .reshape(&[1 + gh * gw, d])
+}
