@@ -131,6 +131,30 @@ pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Encoder<B>> {
     crate::encoders::load_encoder_dir(b, dir)
 }
 
+/// A decoder configuration from a `--decoder-config` value: a `config.json` path, a preset
+/// (B, L, XL, tiny), or inline JSON (what a reference YAML's `decoder_config_path` resolves
+/// to, `config.rs`).
+pub fn decoder_config(spec: &str) -> CliResult<DecoderConfig> {
+    if spec.trim_start().starts_with('{') {
+        let v = rae_core::json::parse_named(spec, "--decoder-config")?;
+        return Ok(DecoderConfig::from_json(&v, "--decoder-config")?);
+    }
+    if spec.ends_with(".json") {
+        return Ok(DecoderConfig::from_json(
+            &load_json(Path::new(spec))?,
+            spec,
+        )?);
+    }
+    if spec.eq_ignore_ascii_case("tiny") {
+        return Ok(tiny_decoder());
+    }
+    DecoderConfig::by_name(spec).ok_or_else(|| {
+        CliError::new(format!(
+            "--decoder-config {spec:?}: neither a .json file nor a preset (B, L, XL, tiny)"
+        ))
+    })
+}
+
 /// Loads decoder weights and configuration.
 pub fn load_decoder<B: Backend>(
     b: &B,
@@ -140,20 +164,7 @@ pub fn load_decoder<B: Backend>(
     let file = load_tensor_file(path)?;
     let source = path.display().to_string();
     let cfg = match config {
-        // Inline JSON: what a reference YAML's decoder_config_path resolves to (`config.rs`).
-        Some(c) if c.trim_start().starts_with('{') => DecoderConfig::from_json(
-            &rae_core::json::parse_named(c, "--decoder-config")?,
-            "--decoder-config",
-        )?,
-        Some(c) if c.ends_with(".json") => {
-            let p = Path::new(c);
-            DecoderConfig::from_json(&load_json(p)?, c)?
-        }
-        Some(name) => DecoderConfig::by_name(name).ok_or_else(|| {
-            CliError::new(format!(
-                "--decoder-config {name:?}: neither a .json file nor a preset (B, L, XL)"
-            ))
-        })?,
+        Some(spec) => decoder_config(spec)?,
         None => match file.meta("config") {
             Some(text) => {
                 let v = rae_core::json::parse_named(text, &format!("{source} (metadata config)"))?;

@@ -87,7 +87,7 @@ impl Job for SampleJob {
                 ckpt.display()
             )));
         }
-        super::train::check_dit_checkpoint(&ckpt)?;
+        let checked = super::train::check_dit_checkpoint(&ckpt)?;
         let default_rae = ckpt
             .parent()
             .map(|p| p.join("rae"))
@@ -96,10 +96,15 @@ impl Job for SampleJob {
         let rae = presets::load_rae(b, &paths)?;
         let latent = rae.latent_dims();
         // [config hook] stage_2.params of a reference YAML give the architecture.
-        let model = match crate::config::dit_for_sample(a.plan.as_ref(), false, latent) {
-            Some(cfg) => crate::config::load_dit_with(b, &ckpt, cfg?)?,
-            None => super::train::load_dit(b, &ckpt, a.model.as_deref(), latent, None)?,
+        let file = match checked {
+            Some(f) => f,
+            None => load_tensor_file(&ckpt)?,
         };
+        let model = match crate::config::dit_for_sample(a.plan.as_ref(), false, latent) {
+            Some(cfg) => super::train::dit_from_file(b, &file, &ckpt, cfg?)?,
+            None => super::train::load_dit_from(b, &file, &ckpt, a.model.as_deref(), latent, None)?,
+        };
+        drop(file);
         let mc = &model.config;
         if [mc.in_channels, mc.input_size, mc.input_size] != latent {
             return Err(CliError::new(format!(

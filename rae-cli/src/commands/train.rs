@@ -23,7 +23,7 @@ use crate::ckpt::{check_writable_dir, save_safetensors};
 use crate::cli::TrainArgs;
 use crate::data::{load_batch, BatchOrder, Dataset, ImageFolder, Shapes};
 use crate::errors::{CliError, CliResult, Context};
-use crate::files::load_tensor_file;
+use crate::files::{load_tensor_file, TensorFile};
 use crate::image_io::{from_chw, grid, save_png};
 use crate::presets::{self, RaePaths};
 use crate::progress::{bar, Throughput};
@@ -65,7 +65,7 @@ impl Job for TrainJob {
                 let paths = rae_paths(&a)?;
                 let encoder = presets::load_encoder(b, &paths.encoder)?;
                 let cfg = match &paths.decoder_config {
-                    Some(c) => decoder_config_from(c)?,
+                    Some(c) => presets::decoder_config(c)?,
                     None => {
                         return Err(CliError::new(
                             "--stage 1 needs --decoder-config (a config.json, or B, L, XL)",
@@ -100,32 +100,6 @@ impl Job for TrainJob {
             }
             s => Err(CliError::new(format!("--stage {s}: must be 1 or 2"))),
         }
-    }
-}
-
-fn decoder_config_from(c: &str) -> CliResult<rae_core::models::DecoderConfig> {
-    // [config hook] inline JSON: a reference YAML's decoder_config_path, resolved.
-    if c.trim_start().starts_with('{') {
-        let v = rae_core::json::parse_named(c, "--decoder-config")?;
-        return Ok(rae_core::models::DecoderConfig::from_json(
-            &v,
-            "--decoder-config",
-        )?);
-    }
-    if c.ends_with(".json") {
-        let p = Path::new(c);
-        Ok(rae_core::models::DecoderConfig::from_json(
-            &crate::files::load_json(p)?,
-            c,
-        )?)
-    } else if c.eq_ignore_ascii_case("tiny") {
-        Ok(presets::tiny_decoder())
-    } else {
-        rae_core::models::DecoderConfig::by_name(c).ok_or_else(|| {
-            CliError::new(format!(
-                "--decoder-config {c:?}: neither a .json file nor B, L, XL, tiny"
-            ))
-        })
     }
 }
 
@@ -859,7 +833,18 @@ pub fn load_dit<B: Backend>(
     latent: [usize; 3],
     classes: Option<usize>,
 ) -> CliResult<DitDh<B>> {
-    let f = load_tensor_file(path)?;
+    load_dit_from(b, &load_tensor_file(path)?, path, model, latent, classes)
+}
+
+/// [`load_dit`] from a file already read from `path`.
+pub fn load_dit_from<B: Backend>(
+    b: &B,
+    f: &TensorFile,
+    path: &Path,
+    model: Option<&str>,
+    latent: [usize; 3],
+    classes: Option<usize>,
+) -> CliResult<DitDh<B>> {
     let source = path.display().to_string();
     let cfg = match (f.meta("config"), model) {
         (_, Some(m)) if m.ends_with(".json") => rae_core::models::DitConfig::from_json(&crate::files::load_json(Path::new(m))?, m)?,
@@ -878,22 +863,35 @@ pub fn load_dit<B: Backend>(
             )))
         }
     };
+    dit_from_file(b, f, path, cfg)
+}
+
+/// A DiT-DH of configuration `cfg` with the weights of `f` (read from `path`; the EMA half
+/// when the file holds both).
+pub fn dit_from_file<B: Backend>(
+    b: &B,
+    f: &TensorFile,
+    path: &Path,
+    cfg: rae_core::models::DitConfig,
+) -> CliResult<DitDh<B>> {
     let mut m = DitDh::new(b, &mut Init::new(0), cfg)?;
     let weights = crate::files::pick_weights(&f.tensors, true);
-    m.load(b, &weights).context(format!("loading {source}"))?;
+    m.load(b, &weights)
+        .context(format!("loading {}", path.display()))?;
     Ok(m)
 }
 
 /// An error unless `path` holds DiT weights (`t_embedder.W`, possibly under `ema.` or
-/// `model.`), naming the file and what it holds instead.
-pub fn check_dit_checkpoint(path: &Path) -> CliResult<()> {
-    let names: Vec<String> = match crate::files::safetensors_header(path) {
-        Some((names, _)) => names,
-        None => load_tensor_file(path)?
-            .tensors
-            .names()
-            .map(str::to_string)
-            .collect(),
+/// `model.`), naming the file and what it holds instead. A safetensors file is checked by
+/// its header alone; any other file has to be read whole, and is returned so that the
+/// caller does not read it again.
+pub fn check_dit_checkpoint(path: &Path) -> CliResult<Option<TensorFile>> {
+    let (names, file): (Vec<String>, _) = match crate::files::safetensors_header(path) {
+        Some((names, _)) => (names, None),
+        None => {
+            let f = load_tensor_file(path)?;
+            (f.tensors.names().map(str::to_string).collect(), Some(f))
+        }
     };
     let has = ["t_embedder.W", "ema.t_embedder.W", "model.t_embedder.W"]
         .iter()
@@ -906,7 +904,7 @@ pub fn check_dit_checkpoint(path: &Path) -> CliResult<()> {
             names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         )));
     }
-    Ok(())
+    Ok(file)
 }
 
 /// For the built-in dataset: draws 10 samples per class and logs how many are recognisably

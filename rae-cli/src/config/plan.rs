@@ -5,14 +5,13 @@ use std::path::Path;
 
 use rae_core::json::JsonValue;
 use rae_core::models::{DitConfig, DitDh};
-use rae_core::nn::Init;
 use rae_core::optim::{AdamWConfig, Decay, LrSchedule, Warmup};
 use rae_core::Backend;
 
 use super::RefConfig;
 use crate::cli::TrainArgs;
 use crate::errors::{CliError, CliResult, Context};
-use crate::files::{load_tensor_file, pick_weights};
+use crate::files::load_tensor_file;
 
 /// An epoch count or a step count.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,12 +146,7 @@ pub struct SamplePlan {
 /// Loads DiT weights (`.safetensors` or `.pt`; the `ema` half of a training checkpoint when
 /// present, §3.8) into a model of the explicit configuration `cfg`.
 pub fn load_dit_with<B: Backend>(b: &B, path: &Path, cfg: DitConfig) -> CliResult<DitDh<B>> {
-    let f = load_tensor_file(path)?;
-    let mut m = DitDh::new(b, &mut Init::new(0), cfg)?;
-    let weights = pick_weights(&f.tensors, true);
-    m.load(b, &weights)
-        .context(format!("loading {}", path.display()))?;
-    Ok(m)
+    crate::commands::train::dit_from_file(b, &load_tensor_file(path)?, path, cfg)
 }
 
 /// Sample-side checks of an explicit DiT configuration against the RAE's latent shape.
