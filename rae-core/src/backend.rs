@@ -281,6 +281,25 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
     /// Backward of softmax from its output `y`: `dx = y ⊙ (dy − Σ dy ⊙ y)`.
     fn softmax_backward(&self, y: &Tensor<Self>, dy: &Tensor<Self>) -> Result<Tensor<Self>>;
 
+    /// `softmax(x·scale)` over the last axis (attention's scaled scores). The default scales
+    /// then applies [`Backend::softmax`]; a backend may fold the scale into its kernel.
+    fn softmax_scaled(&self, x: &Tensor<Self>, scale: f32) -> Result<Tensor<Self>> {
+        let s = self.scale(x, scale)?;
+        self.softmax(&s)
+    }
+
+    /// Backward of [`Backend::softmax_scaled`] with respect to `x`, from its output `y`:
+    /// `scale · softmax_backward(y, dy)`.
+    fn softmax_scaled_backward(
+        &self,
+        y: &Tensor<Self>,
+        dy: &Tensor<Self>,
+        scale: f32,
+    ) -> Result<Tensor<Self>> {
+        let ds = self.softmax_backward(y, dy)?;
+        self.scale(&ds, scale)
+    }
+
     // ---------------------------------------------------------- transformer ops
 
     /// Rotary embedding in the adjacent-pair layout of §3.4 on `x` `[.., N, hd]` with tables
@@ -461,8 +480,7 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
     ) -> Result<(Tensor<Self>, Tensor<Self>)> {
         check::attention(q, k, v)?;
         let s = self.matmul(q, k, false, true)?;
-        let s = self.scale(&s, scale)?;
-        let p = self.softmax(&s)?;
+        let p = self.softmax_scaled(&s, scale)?;
         let o = self.matmul(&p, v, false, false)?;
         Ok((o, p))
     }
@@ -481,8 +499,7 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
         check::same_shape("attention_backward", q.shape(), dout.shape())?;
         let dv = self.matmul(p, dout, true, false)?;
         let dp = self.matmul(dout, v, false, true)?;
-        let ds = self.softmax_backward(p, &dp)?;
-        let ds = self.scale(&ds, scale)?;
+        let ds = self.softmax_scaled_backward(p, &dp, scale)?;
         let dq = self.matmul(&ds, k, false, false)?;
         let dk = self.matmul(&ds, q, true, false)?;
         Ok(AttentionGrads { dq, dk, dv })

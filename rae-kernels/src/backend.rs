@@ -8,8 +8,7 @@ use std::sync::Arc;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use rae_core::backend::{
-    AdamWStep, AttentionGrads, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder,
-    Reduce, Unary,
+    AdamWStep, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder, Reduce, Unary,
 };
 use rae_core::{check, Error, PhiloxKey, Result, Shape, Tensor};
 
@@ -343,6 +342,17 @@ impl<R: Runtime> Backend for CubeBackend<R> {
         softmax::softmax_backward(self, y, dy, 1.0)
     }
 
+    /// The scale folded into the softmax kernel (one pass fewer than the default).
+    fn softmax_scaled(&self, x: &T<R>, scale: f32) -> Result<T<R>> {
+        softmax::softmax(self, x, scale)
+    }
+
+    /// The scale folded into the softmax backward kernel.
+    fn softmax_scaled_backward(&self, y: &T<R>, dy: &T<R>, scale: f32) -> Result<T<R>> {
+        check::same_shape("softmax_backward", y.shape(), dy.shape())?;
+        softmax::softmax_backward(self, y, dy, scale)
+    }
+
     fn rope(&self, x: &T<R>, cos: &T<R>, sin: &T<R>, inverse: bool) -> Result<T<R>> {
         let (_, n, hd) = check::rope(x, cos, sin)?;
         rope::rope(self, x, cos, sin, inverse, n, hd)
@@ -474,38 +484,6 @@ impl<R: Runtime> Backend for CubeBackend<R> {
     fn ema_update(&self, ema: &mut T<R>, param: &T<R>, decay: f32) -> Result<()> {
         check::same_shape("ema_update", ema.shape(), param.shape())?;
         optim::ema(self, ema, param, decay)
-    }
-
-    /// `softmax(q·kᵀ·scale)·v` (spec §0) as two tiled matmuls around a softmax kernel that
-    /// applies the scale itself (one pass fewer than the trait's composite, same values).
-    fn attention(&self, q: &T<R>, k: &T<R>, v: &T<R>, scale: f32) -> Result<(T<R>, T<R>)> {
-        check::attention(q, k, v)?;
-        let s = self.matmul(q, k, false, true)?;
-        let p = softmax::softmax(self, &s, scale)?;
-        let o = self.matmul(&p, v, false, false)?;
-        Ok((o, p))
-    }
-
-    /// Backward of [`Backend::attention`] from the saved probabilities, with the scale
-    /// folded into the softmax backward.
-    fn attention_backward(
-        &self,
-        q: &T<R>,
-        k: &T<R>,
-        v: &T<R>,
-        p: &T<R>,
-        dout: &T<R>,
-        scale: f32,
-    ) -> Result<AttentionGrads<Self>> {
-        check::attention(q, k, v)?;
-        check::same_shape("attention_backward", q.shape(), dout.shape())?;
-        let dv = self.matmul(p, dout, true, false)?;
-        let dp = self.matmul(dout, v, false, true)?;
-        check::same_shape("attention_backward (probabilities)", dp.shape(), p.shape())?;
-        let ds = softmax::softmax_backward(self, p, &dp, scale)?;
-        let dq = self.matmul(&ds, k, false, false)?;
-        let dk = self.matmul(&ds, q, true, false)?;
-        Ok(AttentionGrads { dq, dk, dv })
     }
 
     fn fill_uniform(&self, dims: &[usize], key: PhiloxKey, offset: u64) -> Result<T<R>> {

@@ -207,17 +207,14 @@ impl<B: Backend> RaeDecoder<B> {
             act: Unary::GeluErf,
             layer_scale_init: 1.0,
         };
-        let layers = (0..config.decoder_num_hidden_layers)
-            .map(|l| {
-                VitBlock::new(
-                    b,
-                    init,
-                    &format!("decoder_layers.{l}"),
-                    VitNames::VIT_MAE,
-                    &vit,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = VitBlock::stack(
+            b,
+            init,
+            "decoder_layers",
+            config.decoder_num_hidden_layers,
+            VitNames::VIT_MAE,
+            &vit,
+        )?;
         Ok(RaeDecoder {
             embed: Linear::new(b, init, "decoder_embed", &[cd, config.hidden_size], true)?,
             cls: Param::new("trainable_cls_token", b.zeros(&[1, 1, cd])?),

@@ -160,17 +160,14 @@ impl<B: Backend> Dinov2Encoder<B> {
             act: config.act,
             layer_scale_init: config.layerscale_value,
         };
-        let layers = (0..config.num_hidden_layers)
-            .map(|l| {
-                VitBlock::new(
-                    b,
-                    init,
-                    &format!("encoder.layer.{l}"),
-                    VitNames::DINOV2,
-                    &vit,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = VitBlock::stack(
+            b,
+            init,
+            "encoder.layer",
+            config.num_hidden_layers,
+            VitNames::DINOV2,
+            &vit,
+        )?;
         let mut ln = LayerNorm::new(b, "layernorm", d, config.layer_norm_eps)?;
         for p in [&mut ln.weight, &mut ln.bias].into_iter().flatten() {
             p.kind = crate::nn::ParamKind::Buffer;

@@ -179,17 +179,14 @@ impl<B: Backend> MaeEncoder<B> {
             act: config.act,
             layer_scale_init: 1.0,
         };
-        let layers = (0..config.num_hidden_layers)
-            .map(|l| {
-                VitBlock::new(
-                    b,
-                    init,
-                    &format!("encoder.layer.{l}"),
-                    VitNames::VIT_MAE,
-                    &vit,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = VitBlock::stack(
+            b,
+            init,
+            "encoder.layer",
+            config.num_hidden_layers,
+            VitNames::VIT_MAE,
+            &vit,
+        )?;
         let mut table = alloc::vec![0.0f32; d];
         table.extend(sincos_2d(d, g)?);
         let mut enc = MaeEncoder {

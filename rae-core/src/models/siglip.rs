@@ -231,9 +231,14 @@ impl<B: Backend> SiglipEncoder<B> {
             act: config.act,
             layer_scale_init: 1.0,
         };
-        let layers = (0..config.num_hidden_layers)
-            .map(|l| VitBlock::new(b, init, &format!("encoder.layers.{l}"), SIGLIP_NAMES, &vit))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = VitBlock::stack(
+            b,
+            init,
+            "encoder.layers",
+            config.num_hidden_layers,
+            SIGLIP_NAMES,
+            &vit,
+        )?;
         let mut enc = SiglipEncoder {
             patch_embed: PatchEmbed::new(
                 b,

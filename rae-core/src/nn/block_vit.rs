@@ -101,6 +101,20 @@ pub struct VitBlockConfig {
 }
 
 impl<B: Backend> VitBlock<B> {
+    /// `count` layers named `{prefix}.{l}`, initialised in order.
+    pub fn stack(
+        b: &B,
+        init: &mut Init,
+        prefix: &str,
+        count: usize,
+        names: VitNames,
+        cfg: &VitBlockConfig,
+    ) -> Result<alloc::vec::Vec<Self>> {
+        (0..count)
+            .map(|l| VitBlock::new(b, init, &format!("{prefix}.{l}"), names, cfg))
+            .collect()
+    }
+
     /// A layer under `prefix` named as `names`.
     pub fn new(
         b: &B,
