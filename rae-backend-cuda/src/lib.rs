@@ -14,6 +14,12 @@ use cubecl::Runtime;
 use rae_core::{Error, Result};
 use rae_kernels::CubeBackend;
 
+mod toolkit;
+pub use toolkit::{
+    arch_option, compile_all_kernels, compile_ptx, include_dirs, include_dirs_from, nvrtc_present,
+    IncludeDirs,
+};
+
 /// The rae backend on an NVIDIA GPU: [`CubeBackend`] on CubeCL's CUDA runtime.
 pub type CudaBackend = CubeBackend<CudaRuntime>;
 
@@ -21,8 +27,9 @@ fn no_driver(reason: impl Into<String>) -> Error {
     Error::backend("cuda", reason)
 }
 
-/// The CUDA devices present: `Ok(count)` (at least 1) when the driver and NVRTC load and
-/// report a device, an error saying what is missing otherwise. Never panics.
+/// The CUDA devices present: `Ok(count)` (at least 1) when the driver loads and reports a
+/// device and the toolkit headers that kernel compilation needs are found (see
+/// [`include_dirs`]); an error saying what is missing otherwise. Never panics.
 pub fn probe() -> Result<usize> {
     // SAFETY: only tries to load the shared library; no CUDA function is called.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -37,6 +44,8 @@ pub fn probe() -> Result<usize> {
     if count <= 0 {
         return Err(no_driver("the CUDA driver reports no device"));
     }
+    // CubeCL panics at the first kernel compilation without the headers.
+    include_dirs()?;
     Ok(count as usize)
 }
 
@@ -61,8 +70,7 @@ pub fn create(index: usize) -> Result<CudaBackend> {
     }
     // NVRTC compiles the kernels at run time; CubeCL panics without it. (The probe for
     // it only loads the library.)
-    // SAFETY: only tries to load the shared library.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+    if !nvrtc_present() {
         return Err(no_driver(
             "NVRTC (libnvrtc) could not be loaded; it ships with the CUDA toolkit",
         ));

@@ -43,10 +43,13 @@ const INV_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 const GELU_TANH_3C: f32 = 3.0 * GELU_TANH_C;
 
-/// `1 / (1 + exp(−x))`.
+/// `1 / (1 + exp(−x))`. Written `0 − x`, not `-x`: CubeCL 0.10's CUDA generator emits unary
+/// minus on its `float_2`/`float_4` structs, which define no such operator (NVRTC rejects
+/// it; `tests/tests/cuda_nvrtc.rs` compiles every variant). `0 − x` equals `−x` except for
+/// the sign of zero, and `exp(±0) = 1`.
 #[cube]
 pub(crate) fn sigmoid<N: Size>(x: Vector<f32, N>) -> Vector<f32, N> {
-    Vector::new(1.0f32) / (Vector::exp(-x) + 1.0f32)
+    Vector::new(1.0f32) / (Vector::exp(Vector::new(0.0f32) - x) + 1.0f32)
 }
 
 /// `tanh` with its argument clamped to ±10 (where tanh is ±1 in f32), so no
