@@ -1,4 +1,4 @@
-//! Layers with explicit forward and backward (DESIGN.md "The Backend trait").
+//! Layers with explicit forward and backward (docs/architecture.md).
 //!
 //! A layer is a struct of [`Param`]s. `forward` returns the output and whatever the
 //! backward needs (`Saved`); `backward` takes that, the output gradient and a [`Grads`]
