@@ -11,7 +11,7 @@
 //! `gemm` crate. `cargo build -p rae-core --no-default-features` builds the core alone.
 //!
 //! Section numbers such as §3.4 refer to the project's specification
-//! (`reference/rae-spec.md`); shapes follow its §0 conventions.
+//! (`docs/spec.md`); shapes follow its §0 conventions.
 
 #![no_std]
 #![warn(missing_docs)]
@@ -26,6 +26,7 @@ pub mod cpu;
 pub mod error;
 pub mod flow;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod nn;

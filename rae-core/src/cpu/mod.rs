@@ -82,7 +82,7 @@ impl Backend for CpuBackend {
     fn upload(&self, host: &[f32], dims: &[usize]) -> Result<T> {
         let shape = Shape::new(dims)?;
         check::numel("upload", &shape, host.len())?;
-        Ok(make(host.to_vec(), shape))
+        Ok(make(crate::limits::try_copy("upload", host)?, shape))
     }
 
     fn download(&self, x: &T) -> Result<Vec<f32>> {
@@ -91,7 +91,10 @@ impl Backend for CpuBackend {
 
     fn full(&self, dims: &[usize], value: f32) -> Result<T> {
         let shape = Shape::new(dims)?;
-        Ok(make(vec![value; shape.numel()], shape))
+        Ok(make(
+            crate::limits::try_filled("tensor", shape.numel(), value)?,
+            shape,
+        ))
     }
 
     fn unary(&self, op: Unary, x: &T) -> Result<T> {

@@ -101,7 +101,53 @@ impl DecoderConfig {
 
     /// Checks the sizes fit together.
     pub fn validate(&self, source: &str) -> Result<()> {
+        use crate::limits::{check_usize, MAX_DEPTH, MAX_HEADS, MAX_IMAGE_SIDE, MAX_WIDTH};
         let bad = |k: &str, why: &str| Err(Error::config(format!("{source}: {k}"), why));
+        check_usize(source, "hidden_size", self.hidden_size, 1, MAX_WIDTH)?;
+        check_usize(
+            source,
+            "decoder_hidden_size",
+            self.decoder_hidden_size,
+            1,
+            MAX_WIDTH,
+        )?;
+        check_usize(
+            source,
+            "decoder_num_hidden_layers",
+            self.decoder_num_hidden_layers,
+            1,
+            MAX_DEPTH,
+        )?;
+        check_usize(
+            source,
+            "decoder_num_attention_heads",
+            self.decoder_num_attention_heads,
+            1,
+            MAX_HEADS,
+        )?;
+        check_usize(
+            source,
+            "decoder_intermediate_size",
+            self.decoder_intermediate_size,
+            1,
+            MAX_WIDTH,
+        )?;
+        check_usize(
+            source,
+            "patch_size",
+            self.patch_size,
+            1,
+            crate::limits::MAX_PATCH,
+        )?;
+        check_usize(source, "image_size", self.image_size, 1, MAX_IMAGE_SIDE)?;
+        check_usize(source, "num_channels", self.num_channels, 1, 64)?;
+        crate::limits::check_f64(
+            source,
+            "layer_norm_eps",
+            self.layer_norm_eps as f64,
+            0.0,
+            1.0,
+        )?;
         if self.decoder_num_attention_heads == 0
             || self.decoder_hidden_size % self.decoder_num_attention_heads != 0
         {
@@ -119,7 +165,22 @@ impl DecoderConfig {
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return bad("image_size", "must be a multiple of patch_size");
         }
+        check_usize(
+            source,
+            "image_size (tokens)",
+            self.num_tokens(),
+            1,
+            crate::limits::MAX_TOKENS,
+        )?;
+        crate::limits::check_params(source, self.min_params())?;
         Ok(())
+    }
+
+    /// A lower bound on the parameter count (attention and MLP weights of every layer).
+    pub fn min_params(&self) -> u128 {
+        let c = self.decoder_hidden_size as u128;
+        self.decoder_num_hidden_layers as u128
+            * (4 * c * c + 2 * c * self.decoder_intermediate_size as u128)
     }
 
     /// Side of the token grid.

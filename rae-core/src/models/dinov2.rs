@@ -100,6 +100,8 @@ impl Dinov2Config {
             self.num_attention_heads,
             self.patch_size,
             self.image_size,
+            self.num_hidden_layers,
+            self.hidden_size as f64 * self.mlp_ratio,
         )
     }
 

@@ -106,14 +106,18 @@ impl<B: Backend> Module<B> for Encoder<B> {
     }
 }
 
-/// The configuration checks every ViT encoder shares: the heads divide the width and the
-/// patch fits in the image. `source` names the file or preset in the error.
+/// The configuration checks every ViT encoder shares: every size within its
+/// [`crate::limits`] bound, the heads divide the width and the patch fits in the image.
+/// `mlp_hidden` is the MLP width as a float (DINOv2 derives it from a ratio). `source` names
+/// the file or preset in the error.
 pub(crate) fn check_vit_geometry(
     source: &str,
     hidden_size: usize,
     num_attention_heads: usize,
     patch_size: usize,
     image_size: usize,
+    layers: usize,
+    mlp_hidden: f64,
 ) -> Result<()> {
     let bad = |k: &str, why: &str| {
         Err(crate::error::Error::config(
@@ -121,7 +125,31 @@ pub(crate) fn check_vit_geometry(
             alloc::string::String::from(why),
         ))
     };
-    if hidden_size == 0 || num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+    use crate::limits::{check_usize, MAX_HEADS, MAX_IMAGE_SIDE, MAX_PATCH, MAX_WIDTH};
+    check_usize(source, "hidden_size", hidden_size, 1, MAX_WIDTH)?;
+    check_usize(
+        source,
+        "num_attention_heads",
+        num_attention_heads,
+        1,
+        MAX_HEADS,
+    )?;
+    check_usize(source, "patch_size", patch_size, 1, MAX_PATCH)?;
+    check_usize(source, "image_size", image_size, 1, MAX_IMAGE_SIDE)?;
+    check_usize(
+        source,
+        "num_hidden_layers",
+        layers,
+        1,
+        crate::limits::MAX_DEPTH,
+    )?;
+    crate::limits::check_f64(source, "MLP width", mlp_hidden, 1.0, MAX_WIDTH as f64)?;
+    let c = hidden_size as u128;
+    crate::limits::check_params(
+        source,
+        layers as u128 * (4 * c * c + 2 * c * mlp_hidden as u128),
+    )?;
+    if hidden_size % num_attention_heads != 0 {
         return bad("num_attention_heads", "must divide hidden_size");
     }
     if patch_size == 0 || image_size < patch_size {

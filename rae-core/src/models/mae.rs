@@ -132,6 +132,8 @@ impl MaeConfig {
             self.num_attention_heads,
             self.patch_size,
             self.image_size,
+            self.num_hidden_layers,
+            self.intermediate_size as f64,
         )?;
         if self.hidden_size % 4 != 0 {
             return Err(Error::config(

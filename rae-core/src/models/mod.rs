@@ -7,6 +7,7 @@ mod config;
 pub mod decoder;
 pub mod dinov2;
 pub mod dit;
+mod dit_config;
 pub mod encoder;
 pub mod mae;
 pub mod rae;

@@ -194,6 +194,8 @@ impl SiglipConfig {
             self.num_attention_heads,
             self.patch_size,
             self.image_size,
+            self.num_hidden_layers,
+            self.intermediate_size as f64,
         )
     }
 

@@ -1,12 +1,15 @@
 //! Deterministic parameter initialisation from a Philox stream, so a model built from a
 //! seed is the same on every backend and every run.
 
-use alloc::vec;
-
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::rng::PhiloxStream;
 use crate::tensor::Tensor;
+
+/// The element count of `dims`, or an error when it overflows.
+fn checked_numel(dims: &[usize]) -> Result<usize> {
+    Ok(crate::shape::Shape::new(dims)?.numel())
+}
 
 /// Draws initial parameter values on the host and uploads them.
 #[derive(Debug, Clone)]
@@ -30,8 +33,8 @@ impl Init {
         lo: f32,
         hi: f32,
     ) -> Result<Tensor<B>> {
-        let n = dims.iter().product();
-        let mut v = vec![0.0f32; n];
+        let n = checked_numel(dims)?;
+        let mut v = crate::limits::try_filled("parameter", n, 0.0)?;
         self.stream.uniforms(&mut v);
         for x in &mut v {
             *x = lo + (hi - lo) * *x;
@@ -41,8 +44,8 @@ impl Init {
 
     /// `N(0, std²)` values.
     pub fn normal<B: Backend>(&mut self, b: &B, dims: &[usize], std: f32) -> Result<Tensor<B>> {
-        let n = dims.iter().product();
-        let mut v = vec![0.0f32; n];
+        let n = checked_numel(dims)?;
+        let mut v = crate::limits::try_filled("parameter", n, 0.0)?;
         self.stream.normals(&mut v);
         for x in &mut v {
             *x *= std;
