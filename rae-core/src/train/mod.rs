@@ -1,17 +1,20 @@
 //! Training steps for both stages (§5, §2.7), generic over the backend: the optimiser
 //! plumbing shared by both ([`Optimizer`]: clipping, AdamW, schedule, EMA), the stage-2
 //! flow-matching step on DiT-DH (§7.3) and the stage-1 decoder step on noise-augmented
-//! latents with the L1 loss (§2.5, §2.7.2), plus the checkpointable state of a run.
+//! latents with the L1 loss (§2.5, §2.7.2), plus the checkpointable state of a run; each
+//! stage as a [`Trainer`] driven by the one training loop, [`run`].
 
 mod optimizer;
 mod stage1;
 mod stage2;
 mod state;
+mod trainer;
 
 pub use optimizer::{Optimizer, OptimizerConfig, StepReport};
-pub use stage1::{stage1_step, Stage1Config};
-pub use stage2::{stage2_step, Stage2Config};
+pub use stage1::{stage1_step, stage1_step_reduced, Stage1Config, Stage1Trainer};
+pub use stage2::{stage2_step, stage2_step_reduced, Stage2Config, Stage2Trainer};
 pub use state::{RngState, TrainCheckpoint};
+pub use trainer::{run, GradHook, LoopHooks, NoReduce, RunState, StepOutcome, Trainer};
 
 use alloc::vec::Vec;
 

@@ -66,6 +66,18 @@ impl<B: Backend> Optimizer<B> {
         model: &mut M,
         grads: &Grads<B>,
     ) -> Result<StepReport> {
+        self.apply_reduced(b, model, grads, &mut super::NoReduce)
+    }
+
+    /// [`Optimizer::apply`] with `hook` applied to the trainable gradients (in visiting
+    /// order) before clipping: the data-parallel reduction.
+    pub fn apply_reduced<M: Module<B>>(
+        &mut self,
+        b: &B,
+        model: &mut M,
+        grads: &Grads<B>,
+        hook: &mut dyn super::GradHook<B>,
+    ) -> Result<StepReport> {
         let mut gs = Vec::new();
         let mut missing = None;
         model.visit(&mut |p| {
@@ -86,6 +98,7 @@ impl<B: Backend> Optimizer<B> {
                 format!("no gradient for trainable parameter {name}"),
             ));
         }
+        hook.reduce(b, &mut gs)?;
         let step = self.step() + 1;
         let clip = clip_grad_norm(b, &gs, self.config.clip).map_err(|e| match e {
             Error::NonFinite { what } => Error::NonFinite {

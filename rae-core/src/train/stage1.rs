@@ -30,6 +30,20 @@ pub fn stage1_step<B: Backend>(
     cfg: &Stage1Config,
     images: &Tensor<B>,
 ) -> Result<(f32, StepReport)> {
+    stage1_step_reduced(b, rae, opt, rng, cfg, images, &mut super::NoReduce)
+}
+
+/// [`stage1_step`] with `hook` applied to the gradients before the optimiser (the
+/// data-parallel reduction).
+pub fn stage1_step_reduced<B: Backend>(
+    b: &B,
+    rae: &mut Rae<B>,
+    opt: &mut Optimizer<B>,
+    rng: &mut RngState,
+    cfg: &Stage1Config,
+    images: &Tensor<B>,
+    hook: &mut dyn super::GradHook<B>,
+) -> Result<(f32, StepReport)> {
     let tokens = rae.encode_tokens(b, images)?;
     let tokens = if cfg.noise_tau > 0.0 {
         let offset = rng.token_noise.advance(tokens.numel() as u64);
@@ -72,6 +86,62 @@ pub fn stage1_step<B: Backend>(
         .ok_or_else(|| Error::invalid("stage-1 step", "training forward kept no activations"))?;
     let mut grads = Grads::new();
     rae.decoder.backward(b, &saved, &dimg, &mut grads)?;
-    let report = opt.apply(b, &mut rae.decoder, &grads)?;
+    let report = opt.apply_reduced(b, &mut rae.decoder, &grads, hook)?;
     Ok((loss, report))
+}
+
+/// The stage-1 [`Trainer`](super::Trainer): the decoder of a RAE (its encoder frozen), the
+/// optimiser and random streams; a batch is images `[B, 3, H, W]` in `[0, 1]`.
+#[derive(Debug, Clone)]
+pub struct Stage1Trainer<B: Backend> {
+    /// The RAE whose decoder is trained (the EMA lives in `state.opt`).
+    pub rae: Rae<B>,
+    /// Optimiser, random streams, checkpoint metadata.
+    pub state: super::RunState<B>,
+    /// Latent noise of decoder training.
+    pub config: Stage1Config,
+}
+
+impl<B: Backend> super::Trainer<B> for Stage1Trainer<B> {
+    type Batch = Tensor<B>;
+
+    fn step(&self) -> u64 {
+        self.state.opt.step()
+    }
+
+    fn train_step(
+        &mut self,
+        b: &B,
+        batch: &Tensor<B>,
+        hook: &mut dyn super::GradHook<B>,
+    ) -> Result<super::StepOutcome> {
+        let s = &mut self.state;
+        let (loss, report) = stage1_step_reduced(
+            b,
+            &mut self.rae,
+            &mut s.opt,
+            &mut s.rng,
+            &self.config,
+            batch,
+            hook,
+        )?;
+        Ok(super::StepOutcome {
+            loss,
+            terms: alloc::vec![("L1", loss)],
+            report,
+        })
+    }
+
+    fn capture(&self, b: &B) -> Result<super::TrainCheckpoint> {
+        let s = &self.state;
+        super::TrainCheckpoint::capture(b, &self.rae.decoder, &s.opt, &s.rng, &s.metadata)
+    }
+
+    fn restore(&mut self, b: &B, ck: &super::TrainCheckpoint, source: &str) -> Result<()> {
+        let config = self.state.opt.config.clone();
+        let (opt, rng) = ck.restore(b, &mut self.rae.decoder, config, "RAE decoder", source)?;
+        self.state.opt = opt;
+        self.state.rng = rng;
+        Ok(())
+    }
 }

@@ -35,6 +35,21 @@ pub fn stage2_step<B: Backend>(
     z: &crate::tensor::Tensor<B>,
     labels: &[u32],
 ) -> Result<(f32, StepReport)> {
+    stage2_step_reduced(b, model, opt, rng, cfg, z, labels, &mut super::NoReduce)
+}
+
+/// [`stage2_step`] with `hook` applied to the gradients before the optimiser (the
+/// data-parallel reduction).
+pub fn stage2_step_reduced<B: Backend>(
+    b: &B,
+    model: &mut DitDh<B>,
+    opt: &mut Optimizer<B>,
+    rng: &mut RngState,
+    cfg: &Stage2Config,
+    z: &crate::tensor::Tensor<B>,
+    labels: &[u32],
+    hook: &mut dyn super::GradHook<B>,
+) -> Result<(f32, StepReport)> {
     let bs = z.dims().first().copied().unwrap_or(0);
     if bs == 0 || labels.len() != bs {
         return Err(Error::invalid(
@@ -74,6 +89,63 @@ pub fn stage2_step<B: Backend>(
     let saved = saved
         .ok_or_else(|| Error::invalid("stage-2 step", "training forward kept no activations"))?;
     model.backward(b, &saved, &dv, &mut grads)?;
-    let report = opt.apply(b, model, &grads)?;
+    let report = opt.apply_reduced(b, model, &grads, hook)?;
     Ok((loss, report))
+}
+
+/// The stage-2 [`Trainer`](super::Trainer): a DiT-DH, its optimiser and random streams; a
+/// batch is normalised latents `[B, C, H, W]` and their labels.
+#[derive(Debug, Clone)]
+pub struct Stage2Trainer<B: Backend> {
+    /// The model being trained (the EMA lives in `state.opt`).
+    pub model: DitDh<B>,
+    /// Optimiser, random streams, checkpoint metadata.
+    pub state: super::RunState<B>,
+    /// Time distribution, shift and label dropout.
+    pub config: Stage2Config,
+}
+
+impl<B: Backend> super::Trainer<B> for Stage2Trainer<B> {
+    type Batch = (crate::tensor::Tensor<B>, Vec<u32>);
+
+    fn step(&self) -> u64 {
+        self.state.opt.step()
+    }
+
+    fn train_step(
+        &mut self,
+        b: &B,
+        batch: &Self::Batch,
+        hook: &mut dyn super::GradHook<B>,
+    ) -> Result<super::StepOutcome> {
+        let s = &mut self.state;
+        let (loss, report) = stage2_step_reduced(
+            b,
+            &mut self.model,
+            &mut s.opt,
+            &mut s.rng,
+            &self.config,
+            &batch.0,
+            &batch.1,
+            hook,
+        )?;
+        Ok(super::StepOutcome {
+            loss,
+            terms: Vec::new(),
+            report,
+        })
+    }
+
+    fn capture(&self, b: &B) -> Result<super::TrainCheckpoint> {
+        let s = &self.state;
+        super::TrainCheckpoint::capture(b, &self.model, &s.opt, &s.rng, &s.metadata)
+    }
+
+    fn restore(&mut self, b: &B, ck: &super::TrainCheckpoint, source: &str) -> Result<()> {
+        let config = self.state.opt.config.clone();
+        let (opt, rng) = ck.restore(b, &mut self.model, config, "DiT-DH", source)?;
+        self.state.opt = opt;
+        self.state.rng = rng;
+        Ok(())
+    }
 }
