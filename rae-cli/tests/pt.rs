@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use rae_cli::pt::{
-    flatten_tensors, into_tensors, looks_like_pt, read_pt, read_pt_file, select_state_dict, PtData,
-    PtDtype, PtValue, STATE_DICT_KEYS,
+    flatten_tensors, into_tensors, looks_like_pt, read_pt, read_pt_file, read_pt_layout,
+    read_pt_raw, select_state_dict, PtData, PtDtype, PtValue, STATE_DICT_KEYS,
 };
 use rae_core::Error;
 
@@ -828,7 +828,7 @@ fn shared_references_cannot_expand_without_bound() {
     }
     p.push(b'.');
     let reason = crafted_error(&p, &[]);
-    assert!(reason.contains("expands to more values"), "{reason}");
+    assert!(reason.contains("past its limit"), "{reason}");
 }
 
 #[test]
@@ -870,6 +870,162 @@ fn archives_without_a_single_pickle_are_refused() {
     let bad_order = torch_zip(b"\x80\x02N.", &[], "middle", false);
     let reason = read_pt(&bad_order, "x").unwrap_err().to_string();
     assert!(reason.contains("byteorder"), "{reason}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 10: byte budget, linear time, reading without widening.
+
+/// A pickle that names one memoised string of `size` bytes `refs` times in a list.
+fn memo_bomb(size: usize, refs: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'(', b'X'];
+    p.extend((size as u32).to_le_bytes());
+    p.extend(std::iter::repeat_n(b'a', size));
+    p.extend([b'q', 0]);
+    p.extend(std::iter::repeat_n([b'h', 0], refs - 1).flatten());
+    p.extend([b'l', b'.']);
+    torch_zip(&p, &[], "little", false)
+}
+
+#[test]
+fn memo_references_to_one_big_string_are_counted_in_bytes() {
+    // One 1 MiB string named 300 times: 300 MiB from a 1 MiB file (5 000 times took the
+    // reader past 4 GB before strings were counted in bytes).
+    let file = memo_bomb(1 << 20, 300);
+    let limit = rae_cli::pt::byte_budget(file.len());
+    assert!(limit < 300 << 20);
+    let check = |e: Error| {
+        let Error::Format { source, reason } = &e else {
+            panic!("not a format error: {e:?}");
+        };
+        assert_eq!(source, "bomb.pt");
+        assert!(
+            reason.contains("a string of 1048576 bytes")
+                && reason.contains(&format!("limit of {limit} bytes"))
+                && reason.contains(&format!("its {} bytes", file.len())),
+            "{reason}"
+        );
+    };
+    check(read_pt(&file, "bomb.pt").unwrap_err());
+    check(read_pt_layout(&file, "bomb.pt").unwrap_err());
+    check(read_pt_raw(&file, "bomb.pt").unwrap_err());
+    // Twenty references fit.
+    let v = read_pt(&memo_bomb(1 << 20, 20), "ok.pt").unwrap();
+    let PtValue::List(items) = v else {
+        panic!("not a list")
+    };
+    assert_eq!(items.len(), 20);
+}
+
+/// `{"layer.<i>.w": view i of one shared float storage}` for `n` tensors, memoising the
+/// rebuild function, the storage and OrderedDict as torch does.
+fn many_tensors(n: usize) -> Vec<u8> {
+    let mut p = b"\x80\x02}q\x00(".to_vec();
+    for i in 0..n {
+        let key = format!("layer.{i}.w");
+        p.push(0x8c);
+        p.push(key.len() as u8);
+        p.extend(key.as_bytes());
+        if i == 0 {
+            p.extend(b"ctorch._utils\n_rebuild_tensor_v2\nq\x01((X\x07\x00\x00\x00storage");
+            p.extend(b"ctorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ");
+            p.extend((n as i32).to_le_bytes());
+            p.extend(b"tQq\x02");
+        } else {
+            p.extend(b"h\x01(h\x02");
+        }
+        p.push(b'J');
+        p.extend((i as i32).to_le_bytes());
+        p.extend(b"K\x01\x85K\x01\x85\x89");
+        p.extend(if i == 0 {
+            b"ccollections\nOrderedDict\nq\x03".as_slice()
+        } else {
+            b"h\x03".as_slice()
+        });
+        p.extend(b")RtR");
+    }
+    p.extend(b"u.");
+    let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    torch_zip(&p, &[("0", &data)], "little", false)
+}
+
+#[test]
+fn two_hundred_thousand_tensors_read_in_linear_time() {
+    // Loading was quadratic (a 1 MB file of 100k tensors took 30 s in the release build);
+    // the bound guards against that coming back, far above what a linear reader takes.
+    let file = many_tensors(200_000);
+    let start = std::time::Instant::now();
+    let listed = into_tensors(read_pt_layout(&file, "many.pt").unwrap());
+    assert_eq!(listed.len(), 200_000);
+    assert_eq!(listed[123_456].0, "layer.123456.w");
+    assert_eq!(listed[5].1.shape, [1]);
+    let read = into_tensors(read_pt(&file, "many.pt").unwrap());
+    assert_eq!(read[199_999].1.as_f32().unwrap(), [199_999.0]);
+    let elapsed = start.elapsed();
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "pt: 200000 tensors listed and read in {elapsed:?}"
+    );
+    assert!(elapsed.as_secs() < 20, "200k tensors took {elapsed:?}");
+}
+
+#[test]
+fn layout_and_raw_reads_keep_each_dtype_without_widening() {
+    // u8 (4 elements, transposed 2x2 view), bool with a non-0/1 byte, int32 and float16 in a
+    // big-endian archive.
+    let pkl = Pkl::new()
+        .op(b"}(")
+        .str("u8")
+        .tensor("ByteStorage", "0", 4, 0, &[2, 2], &[1, 2])
+        .str("b")
+        .tensor("BoolStorage", "1", 2, 0, &[2], &[1])
+        .str("i32")
+        .tensor("IntStorage", "2", 2, 0, &[2], &[1])
+        .str("h")
+        .tensor("HalfStorage", "3", 1, 0, &[], &[])
+        .op(b"u.")
+        .0;
+    let i32s: Vec<u8> = [-2i32, 1 << 20]
+        .iter()
+        .flat_map(|x| x.to_be_bytes())
+        .collect();
+    let file = torch_zip(
+        &pkl,
+        &[
+            ("0", &[1, 2, 3, 4]),
+            ("1", &[0, 2]),
+            ("2", &i32s),
+            ("3", &[0xC0, 0x00]),
+        ],
+        "big",
+        false,
+    );
+    let raw = into_tensors(read_pt_raw(&file, "raw.pt").unwrap());
+    let by_name = |n: &str| raw.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    let u8t = by_name("u8");
+    assert_eq!(
+        (u8t.dtype, u8t.shape.as_slice()),
+        (PtDtype::U8, [2, 2].as_slice())
+    );
+    assert_eq!(u8t.data, [1, 3, 2, 4], "one byte per element, row-major");
+    assert_eq!(by_name("b").data, [0, 1]);
+    let le: Vec<u8> = [-2i32, 1 << 20]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    assert_eq!(by_name("i32").data, le);
+    let h = by_name("h");
+    assert_eq!(h.data, [0x00, 0xC0]);
+    assert_eq!(h.to_f32().unwrap(), [-2.0]);
+    assert!(by_name("i32").to_f32().is_err());
+    // The layout lists the same dtypes and shapes as the full read, with no data.
+    let layout = into_tensors(read_pt_layout(&file, "raw.pt").unwrap());
+    let full = into_tensors(read_pt(&file, "raw.pt").unwrap());
+    assert_eq!(layout.len(), full.len());
+    for ((ln, l), (fname, f)) in layout.iter().zip(&full) {
+        assert_eq!((ln, l.dtype, &l.shape), (fname, f.dtype, &f.shape));
+    }
+    assert_eq!(full[0].1.as_i64().unwrap(), [1, 3, 2, 4]);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,9 +8,13 @@
 //! The reader ([`SafeTensors::parse`]) borrows the file's bytes and validates the file as
 //! strictly as the reference library does: every tensor's byte range must lie in the data
 //! buffer and match its shape and dtype, ranges may not overlap, and the tensors together
-//! must cover the data buffer exactly. Every error is an
+//! must cover the data buffer exactly; it also refuses repeated tensor names and metadata
+//! keys, which the reference library lets the last one win. Every error is an
 //! [`Error::Format`](crate::Error::Format) whose source is the file name given by the caller
-//! and whose reason names the tensor where there is one.
+//! and whose reason names the tensor where there is one; running out of memory is such an
+//! error too, never an abort. [`Header::parse`] makes the same checks from the header and
+//! the file's length alone, for tools that list a file without reading its data. Parsing is
+//! O(n log n) in the number of tensors.
 //!
 //! The writer ([`serialize`]) writes tensors in the order given, with the header padded with
 //! spaces to a multiple of 8 bytes (as the reference writer does), so that the data buffer
@@ -18,9 +22,11 @@
 
 use core::fmt;
 
+mod header;
 mod read;
 mod write;
 
+pub use header::{Header, TensorInfo};
 pub use read::{SafeTensors, TensorView};
 pub use write::{serialize, TensorData, TensorOut};
 

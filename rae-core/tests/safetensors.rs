@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use rae_core::safetensors::{serialize, Dtype, SafeTensors, TensorOut, MAX_HEADER_LEN};
+use rae_core::safetensors::{serialize, Dtype, Header, SafeTensors, TensorOut, MAX_HEADER_LEN};
 use rae_core::Error;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
@@ -882,4 +882,139 @@ fn dtype_names_and_sizes() {
     assert_eq!(Dtype::ALL.len(), want.len());
     assert!(Dtype::from_name("F7").is_none());
     assert!(Dtype::from_name("bf16").is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Scale, header-only validation, dtype errors and raw tensors (issue 10).
+
+/// A file of `n` one-element F32 tensors named `layer.<i>.w`, with `m` metadata keys.
+fn many_tensors(n: usize, m: usize) -> Vec<u8> {
+    let names: Vec<String> = (0..n).map(|i| format!("layer.{i}.w")).collect();
+    let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let outs: Vec<TensorOut<'_>> = names
+        .iter()
+        .zip(&values)
+        .map(|(name, v)| TensorOut::f32(name, &[1], std::slice::from_ref(v)))
+        .collect();
+    let meta: Vec<(String, String)> = (0..m).map(|i| (format!("k{i}"), i.to_string())).collect();
+    serialize(&outs, &meta).unwrap()
+}
+
+#[test]
+fn two_hundred_thousand_tensors_load_in_linear_time() {
+    // Loading used to be quadratic in the number of tensors (173 s for 200k in the release
+    // build). The bound below is a guard against that coming back, two orders of magnitude
+    // above what a linear reader takes even in the dev profile.
+    let bytes = many_tensors(200_000, 50_000);
+    let start = std::time::Instant::now();
+    let st = SafeTensors::parse(&bytes, NAME).unwrap();
+    assert_eq!(st.len(), 200_000);
+    assert_eq!(st.metadata().len(), 50_000);
+    for i in (0..200_000).step_by(997) {
+        let t = st.get(&format!("layer.{i}.w")).unwrap();
+        assert_eq!(t.to_f32().unwrap(), [i as f32]);
+    }
+    assert_eq!(st.names()[199_999], "layer.199999.w");
+    let elapsed = start.elapsed();
+    let mut err = std::io::stderr().lock();
+    use std::io::Write;
+    let _ = writeln!(err, "safetensors: 200000 tensors parsed in {elapsed:?}");
+    assert!(elapsed.as_secs() < 20, "200k tensors took {elapsed:?}");
+}
+
+#[test]
+fn header_alone_is_validated_like_the_whole_file() {
+    let mut files = Vec::new();
+    safetensors_files(Path::new(FIXTURES), &mut files);
+    files.sort();
+    for path in &files {
+        let bytes = std::fs::read(path).unwrap();
+        let st = SafeTensors::parse(&bytes, NAME).unwrap();
+        // Only the first 8 + N bytes and the file length.
+        let n = Header::declared_len(&bytes[..8], bytes.len() as u64, NAME).unwrap();
+        let h = Header::parse(&bytes[8..8 + n], (bytes.len() - 8 - n) as u64, NAME).unwrap();
+        assert_eq!(h.data_start(), 8 + n);
+        assert_eq!(h.tensors().len(), st.len(), "{}", path.display());
+        assert_eq!(h.metadata(), st.metadata());
+        for (info, view) in h.tensors().iter().zip(st.tensors()) {
+            assert_eq!(info.name, view.name);
+            assert_eq!((info.dtype, &info.shape), (view.dtype, &view.shape));
+            let [b, e] = info.data_offsets;
+            assert_eq!(&bytes[8 + n + b..8 + n + e], view.data);
+            assert_eq!(h.get(&info.name), Some(info));
+        }
+    }
+    // A data buffer shorter than the header says is the same error as with the bytes.
+    let bytes = file(
+        r#"{"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#,
+        &[1, 2],
+    );
+    let n = header_len(&bytes);
+    let e = Header::parse(&bytes[8..8 + n], 2, NAME)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, SafeTensors::parse(&bytes, NAME).unwrap_err().to_string());
+    assert!(e.contains("tensor w") && e.contains("reach past"), "{e}");
+    let e = Header::declared_len(&bytes[..8], 30, NAME)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(NAME) && e.contains("truncated"), "{e}");
+}
+
+#[test]
+fn dtype_errors_name_the_file_and_the_tensor() {
+    let bytes = file(
+        concat!(
+            r#"{"u64":{"dtype":"U64","shape":[1],"data_offsets":[0,8]},"#,
+            r#""flag":{"dtype":"BOOL","shape":[2],"data_offsets":[8,10]},"#,
+            r#""f8":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[10,11]}}"#
+        ),
+        &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 7, 0x3C],
+    );
+    let st = SafeTensors::parse(&bytes, NAME).unwrap();
+    // Through the view, not only through SafeTensors::read_*.
+    for (name, needle) in [
+        ("u64", "does not fit"),
+        ("flag", "not 0 or 1"),
+        ("f8", "F8_E5M2"),
+    ] {
+        let view = st.get(name).unwrap();
+        assert_eq!(&*view.source, NAME);
+        let e = view.to_i64().unwrap_err();
+        assert!(
+            matches!(&e, Error::Format { source, .. } if source == NAME),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("tensor {name}")) && msg.contains(needle),
+            "{msg}"
+        );
+        let msg = view.to_f32().unwrap_err().to_string();
+        assert!(
+            msg.contains(NAME) && msg.contains(&format!("tensor {name}")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn raw_tensors_keep_their_dtype_and_bytes() {
+    let u8s: Vec<u8> = (0..=255).collect();
+    let halves = [0x00u8, 0x3C, 0x00, 0xC0];
+    let outs = [
+        TensorOut::raw("u8", &[16, 16], Dtype::U8, &u8s),
+        TensorOut::raw("h", &[2], Dtype::F16, &halves),
+        TensorOut::f32("f", &[1], &[0.5]),
+    ];
+    let bytes = serialize(&outs, &[]).unwrap();
+    let st = SafeTensors::parse(&bytes, NAME).unwrap();
+    let u = st.get("u8").unwrap();
+    assert_eq!((u.dtype, u.data), (Dtype::U8, u8s.as_slice()));
+    assert_eq!(st.read_f32("h").unwrap(), [1.0, -2.0]);
+    // Bytes that are not a whole number of elements, or disagree with the shape.
+    let e = serialize(&[TensorOut::raw("x", &[1], Dtype::I32, &[0; 3])], &[]).unwrap_err();
+    assert!(e.to_string().contains("whole number"), "{e}");
+    let e = serialize(&[TensorOut::raw("x", &[2], Dtype::I32, &[0; 4])], &[]).unwrap_err();
+    assert!(e.to_string().contains("does not hold"), "{e}");
 }

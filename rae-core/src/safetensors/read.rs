@@ -1,21 +1,20 @@
 //! The safetensors reader: [`SafeTensors::parse`] validates a whole file and hands out
 //! [`TensorView`]s that borrow its bytes.
 
-use alloc::borrow::ToOwned;
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use half::{bf16, f16};
 
-use super::{checked_numel, Dtype, MAX_HEADER_LEN, METADATA_KEY};
+use super::header::{ferr, Header};
+use super::{checked_numel, Dtype};
 use crate::error::{Error, Result};
-use crate::json::{self, JsonValue};
 use crate::shape::Shape;
 
 /// One tensor of a parsed file: its name, dtype, shape and raw little-endian bytes, borrowed
-/// from the file.
+/// from the file, and the file's name for error messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorView<'a> {
     /// The tensor's name in the file.
@@ -26,6 +25,8 @@ pub struct TensorView<'a> {
     pub shape: Vec<usize>,
     /// The raw bytes, `numel × dtype.size()` of them (not necessarily aligned).
     pub data: &'a [u8],
+    /// The file the tensor was read from (the `source` given to [`SafeTensors::parse`]).
+    pub source: Arc<str>,
 }
 
 impl<'a> TensorView<'a> {
@@ -40,100 +41,90 @@ impl<'a> TensorView<'a> {
         Shape::new(&self.shape)
     }
 
+    /// An [`Error::Format`] naming the file and this tensor.
+    fn fail(&self, reason: impl core::fmt::Display) -> Error {
+        ferr(&self.source, format!("tensor {}: {reason}", self.name))
+    }
+
+    /// Decodes every `size`-byte element with `f` into a new vector, allocated fallibly.
+    fn decode<T>(&self, size: usize, f: impl FnMut(&[u8]) -> T) -> Result<Vec<T>> {
+        let n = self.data.len() / size;
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| {
+            self.fail(format_args!(
+                "out of memory for its {n} values ({} bytes)",
+                n.saturating_mul(core::mem::size_of::<T>())
+            ))
+        })?;
+        out.extend(self.data.chunks_exact(size).map(f));
+        Ok(out)
+    }
+
     /// The values as `f32`: F32 as is, F16 and BF16 exactly, F64 rounded to nearest. Any other
-    /// dtype is an error naming the tensor.
+    /// dtype is an [`Error::Format`] naming the file and the tensor.
     pub fn to_f32(&self) -> Result<Vec<f32>> {
-        let d = self.data;
-        Ok(match self.dtype {
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => d
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::Bf16 => d
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(le8(c)) as f32)
-                .collect(),
-            other => {
-                return Err(Error::invalid(
-                    format!("tensor {}", self.name),
-                    format!(
-                        "dtype {other} is not a float type; to_f32 reads F32, F16, BF16 or F64{}",
-                        if other.is_integer() {
-                            " (use to_i64)"
-                        } else {
-                            ""
-                        }
-                    ),
-                ))
-            }
-        })
+        match self.dtype {
+            Dtype::F32 => self.decode(4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            Dtype::F16 => self.decode(2, |c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            Dtype::Bf16 => self.decode(2, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            Dtype::F64 => self.decode(8, |c| f64::from_le_bytes(le8(c)) as f32),
+            other => Err(self.fail(format_args!(
+                "dtype {other} is not a float type; to_f32 reads F32, F16, BF16 or F64{}",
+                if other.is_integer() {
+                    " (use to_i64)"
+                } else {
+                    ""
+                }
+            ))),
+        }
     }
 
     /// The values as `i64`, from any integer dtype or BOOL (0 or 1). A float dtype is an
-    /// error naming the tensor, as is a U64 value above `i64::MAX` or a BOOL byte other than
-    /// 0 and 1.
+    /// [`Error::Format`] naming the file and the tensor, as is a U64 value above `i64::MAX`
+    /// or a BOOL byte other than 0 and 1.
+    ///
+    /// Every element takes 8 bytes here: callers that only copy or summarise a U8 or BOOL
+    /// tensor should use [`data`](Self::data) as it is.
     pub fn to_i64(&self) -> Result<Vec<i64>> {
-        let d = self.data;
-        let bad = |reason: String| Error::invalid(format!("tensor {}", self.name), reason);
-        Ok(match self.dtype {
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(le8(c)))
-                .collect(),
-            Dtype::I32 => d
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            Dtype::I16 => d
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
-            Dtype::I8 => d.iter().map(|&b| b as i8 as i64).collect(),
-            Dtype::U8 => d.iter().map(|&b| b as i64).collect(),
-            Dtype::U16 => d
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
-            Dtype::U32 => d
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            Dtype::U64 => d
-                .chunks_exact(8)
-                .enumerate()
-                .map(|(i, c)| {
-                    let u = u64::from_le_bytes(le8(c));
-                    i64::try_from(u)
-                        .map_err(|_| bad(format!("U64 element {i} = {u} does not fit in an i64")))
-                })
-                .collect::<Result<_>>()?,
-            Dtype::Bool => d
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| match b {
-                    0 | 1 => Ok(b as i64),
-                    _ => Err(bad(format!("BOOL element {i} is the byte {b}, not 0 or 1"))),
-                })
-                .collect::<Result<_>>()?,
-            other => {
-                return Err(bad(format!(
-                    "dtype {other} is not an integer type; to_i64 reads integer and BOOL tensors{}",
-                    if other.is_float() {
-                        " (use to_f32)"
-                    } else {
-                        ""
-                    }
-                )))
+        match self.dtype {
+            Dtype::I64 => self.decode(8, |c| i64::from_le_bytes(le8(c))),
+            Dtype::I32 => self.decode(4, |c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64),
+            Dtype::I16 => self.decode(2, |c| i16::from_le_bytes([c[0], c[1]]) as i64),
+            Dtype::I8 => self.decode(1, |c| c[0] as i8 as i64),
+            Dtype::U8 => self.decode(1, |c| c[0] as i64),
+            Dtype::U16 => self.decode(2, |c| u16::from_le_bytes([c[0], c[1]]) as i64),
+            Dtype::U32 => self.decode(4, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64),
+            Dtype::U64 => {
+                if let Some((i, u)) = self
+                    .data
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(le8(c)))
+                    .enumerate()
+                    .find(|&(_, u)| u > i64::MAX as u64)
+                {
+                    return Err(
+                        self.fail(format_args!("U64 element {i} = {u} does not fit in an i64"))
+                    );
+                }
+                self.decode(8, |c| u64::from_le_bytes(le8(c)) as i64)
             }
-        })
+            Dtype::Bool => {
+                if let Some((i, &b)) = self.data.iter().enumerate().find(|&(_, &b)| b > 1) {
+                    return Err(
+                        self.fail(format_args!("BOOL element {i} is the byte {b}, not 0 or 1"))
+                    );
+                }
+                self.decode(1, |c| c[0] as i64)
+            }
+            other => Err(self.fail(format_args!(
+                "dtype {other} is not an integer type; to_i64 reads integer and BOOL tensors{}",
+                if other.is_float() {
+                    " (use to_f32)"
+                } else {
+                    ""
+                }
+            ))),
+        }
     }
 }
 
@@ -145,153 +136,48 @@ fn le8(c: &[u8]) -> [u8; 8] {
 /// file, and the metadata.
 #[derive(Debug, Clone)]
 pub struct SafeTensors<'a> {
-    source: String,
+    source: Arc<str>,
     tensors: Vec<TensorView<'a>>,
-    index: BTreeMap<String, usize>,
+    /// Indices into `tensors`, sorted by name.
+    by_name: Vec<usize>,
     metadata: Vec<(String, String)>,
-}
-
-/// What an error in file `source` looks like.
-fn ferr(source: &str, reason: impl Into<String>) -> Error {
-    Error::format(source, reason)
 }
 
 impl<'a> SafeTensors<'a> {
     /// Parses and validates a whole file held in `bytes`. `source` (a file name) is the
     /// source of every error, whose reason names the tensor where there is one.
+    ///
+    /// The work is O(n log n) in the number of tensors and linear in the header's size; the
+    /// tensor bytes are borrowed, not copied.
     pub fn parse(bytes: &'a [u8], source: &str) -> Result<SafeTensors<'a>> {
-        let total = bytes.len();
-        let Some(prefix) = bytes.first_chunk::<8>() else {
-            return Err(ferr(
-                source,
-                format!(
-                    "not a safetensors file: {total} bytes, shorter than the 8-byte header length"
-                ),
-            ));
-        };
-        let n = u64::from_le_bytes(*prefix);
-        if n > MAX_HEADER_LEN {
-            return Err(ferr(
-                source,
-                format!(
-                    "safetensors header length {n} is larger than the {MAX_HEADER_LEN}-byte limit \
-                     (not a safetensors file, or corrupt)"
-                ),
-            ));
-        }
-        let rest = total - 8;
-        if n > rest as u64 {
-            return Err(ferr(
-                source,
-                format!(
-                    "safetensors header length {n} is larger than the {rest} bytes after the \
-                     length prefix (file truncated?)"
-                ),
-            ));
-        }
-        let n = n as usize;
-        let header_bytes = &bytes[8..8 + n];
+        let n = Header::declared_len(bytes, bytes.len() as u64, source)?;
         let data = &bytes[8 + n..];
-
-        let header = core::str::from_utf8(header_bytes).map_err(|e| {
+        let header = Header::parse(&bytes[8..8 + n], data.len() as u64, source)?;
+        let (infos, by_name, metadata) = header.into_parts();
+        let source: Arc<str> = Arc::from(source);
+        let mut tensors = Vec::new();
+        tensors.try_reserve_exact(infos.len()).map_err(|_| {
             ferr(
-                source,
-                format!(
-                    "safetensors header is not valid UTF-8 (at header byte {})",
-                    e.valid_up_to()
-                ),
+                &source,
+                format!("out of memory while listing {} tensors", infos.len()),
             )
         })?;
-        let header = json::parse(header).map_err(|e| match e {
-            Error::Format { reason, .. } => ferr(
-                source,
-                format!("safetensors header is not valid JSON: {reason}"),
-            ),
-            other => other,
-        })?;
-        let JsonValue::Object(members) = header else {
-            return Err(ferr(
-                source,
-                format!(
-                    "safetensors header is a JSON {}, not an object",
-                    header.type_name()
-                ),
-            ));
-        };
-
-        let mut tensors = Vec::with_capacity(members.len());
-        let mut ranges = Vec::with_capacity(members.len());
-        let mut index = BTreeMap::new();
-        let mut metadata = None;
-        for (name, info) in &members {
-            if name == METADATA_KEY {
-                if metadata.is_some() {
-                    return Err(ferr(source, format!("{METADATA_KEY} appears twice")));
-                }
-                metadata = Some(parse_metadata(info, source)?);
-                continue;
-            }
-            let (dtype, shape, begin, end) = parse_entry(name, info, data.len(), source)?;
-            if index.insert(name.clone(), tensors.len()).is_some() {
-                return Err(ferr(
-                    source,
-                    format!("tensor {name} appears twice in the header"),
-                ));
-            }
-            ranges.push((begin, end, tensors.len()));
+        for info in infos {
+            let [begin, end] = info.data_offsets;
             tensors.push(TensorView {
-                name: name.clone(),
-                dtype,
-                shape,
+                name: info.name,
+                dtype: info.dtype,
+                shape: info.shape,
+                // Header::parse checked begin <= end <= data.len().
                 data: &data[begin..end],
+                source: source.clone(),
             });
         }
-
-        // The ranges, in offset order, must tile the data buffer: no overlap, no gap.
-        ranges.sort_unstable();
-        let mut cursor = 0usize;
-        let mut prev: Option<usize> = None;
-        for &(begin, end, t) in &ranges {
-            if begin < cursor {
-                let other = prev.map_or("", |p| tensors[p].name.as_str());
-                return Err(ferr(
-                    source,
-                    format!(
-                        "tensor {} (data bytes {begin}..{end}) overlaps tensor {other} \
-                         (which ends at byte {cursor})",
-                        tensors[t].name
-                    ),
-                ));
-            }
-            if begin > cursor {
-                return Err(ferr(
-                    source,
-                    format!(
-                        "data bytes {cursor}..{begin} (before tensor {}) belong to no tensor",
-                        tensors[t].name
-                    ),
-                ));
-            }
-            if end > begin {
-                cursor = end;
-                prev = Some(t);
-            }
-        }
-        if cursor != data.len() {
-            return Err(ferr(
-                source,
-                format!(
-                    "data bytes {cursor}..{} at the end of the file belong to no tensor",
-                    data.len()
-                ),
-            ));
-        }
-
         Ok(SafeTensors {
-            source: source.to_owned(),
+            source,
             tensors,
-            index,
-            metadata: metadata.unwrap_or_default(),
+            by_name,
+            metadata,
         })
     }
 
@@ -322,38 +208,28 @@ impl<'a> SafeTensors<'a> {
 
     /// The tensor called `name`, if the file has it.
     pub fn get(&self, name: &str) -> Option<TensorView<'a>> {
-        self.index.get(name).map(|&i| self.tensors[i].clone())
+        self.by_name
+            .binary_search_by(|&i| self.tensors[i].name.as_str().cmp(name))
+            .ok()
+            .map(|k| self.tensors[self.by_name[k]].clone())
     }
 
     /// The tensor called `name`; [`Error::MissingTensors`] naming the file when absent.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'a>> {
         self.get(name).ok_or_else(|| Error::MissingTensors {
-            model: self.source.clone(),
+            model: self.source.to_string(),
             names: alloc::vec![name.to_string()],
         })
     }
 
-    /// [`TensorView::to_f32`] of tensor `name`, with errors naming the file.
+    /// [`TensorView::to_f32`] of tensor `name` (errors name the file and the tensor).
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
-        self.tensor(name)?
-            .to_f32()
-            .map_err(|e| self.in_file(name, e))
+        self.tensor(name)?.to_f32()
     }
 
-    /// [`TensorView::to_i64`] of tensor `name`, with errors naming the file.
+    /// [`TensorView::to_i64`] of tensor `name` (errors name the file and the tensor).
     pub fn read_i64(&self, name: &str) -> Result<Vec<i64>> {
-        self.tensor(name)?
-            .to_i64()
-            .map_err(|e| self.in_file(name, e))
-    }
-
-    fn in_file(&self, name: &str, e: Error) -> Error {
-        match e {
-            Error::InvalidArgument { reason, .. } => {
-                ferr(&self.source, format!("tensor {name}: {reason}"))
-            }
-            other => other,
-        }
+        self.tensor(name)?.to_i64()
     }
 
     /// The `__metadata__` pairs in file order (empty when the file has none).
@@ -368,128 +244,4 @@ impl<'a> SafeTensors<'a> {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-}
-
-fn parse_metadata(info: &JsonValue, source: &str) -> Result<Vec<(String, String)>> {
-    let Some(members) = info.as_object() else {
-        return Err(ferr(
-            source,
-            format!(
-                "{METADATA_KEY} is a JSON {}, not an object of strings",
-                info.type_name()
-            ),
-        ));
-    };
-    let mut out: Vec<(String, String)> = Vec::with_capacity(members.len());
-    for (k, v) in members {
-        let Some(s) = v.as_str() else {
-            return Err(ferr(
-                source,
-                format!(
-                    "{METADATA_KEY} value of {k:?} is a JSON {}, not a string",
-                    v.type_name()
-                ),
-            ));
-        };
-        if out.iter().any(|(seen, _)| seen == k) {
-            return Err(ferr(
-                source,
-                format!("{METADATA_KEY} key {k:?} appears twice"),
-            ));
-        }
-        out.push((k.clone(), s.to_owned()));
-    }
-    Ok(out)
-}
-
-/// Validates one header entry against a data buffer of `data_len` bytes; returns its dtype,
-/// shape and byte range.
-fn parse_entry(
-    name: &str,
-    info: &JsonValue,
-    data_len: usize,
-    source: &str,
-) -> Result<(Dtype, Vec<usize>, usize, usize)> {
-    let bad = |reason: String| ferr(source, format!("tensor {name}: {reason}"));
-    let Some(fields) = info.as_object() else {
-        return Err(bad(format!(
-            "header entry is a JSON {}, not an object",
-            info.type_name()
-        )));
-    };
-    let (mut dtype, mut shape, mut offsets) = (None, None, None);
-    for (k, v) in fields {
-        let slot = match k.as_str() {
-            "dtype" => &mut dtype,
-            "shape" => &mut shape,
-            "data_offsets" => &mut offsets,
-            _ => continue,
-        };
-        if slot.replace(v).is_some() {
-            return Err(bad(format!("field {k} appears twice")));
-        }
-    }
-    let missing = |what: &str| bad(format!("header entry has no {what}"));
-    let dtype = dtype.ok_or_else(|| missing("dtype"))?;
-    let shape = shape.ok_or_else(|| missing("shape"))?;
-    let offsets = offsets.ok_or_else(|| missing("data_offsets"))?;
-
-    let dtype = match dtype.as_str() {
-        Some(s) => Dtype::from_name(s).ok_or_else(|| bad(format!("unknown dtype {s:?}")))?,
-        None => {
-            return Err(bad(format!(
-                "dtype is a JSON {}, not a string",
-                dtype.type_name()
-            )))
-        }
-    };
-    let uints = |v: &JsonValue, what: &str| -> Result<Vec<usize>> {
-        let items = v
-            .as_array()
-            .ok_or_else(|| bad(format!("{what} is a JSON {}, not an array", v.type_name())))?;
-        items
-            .iter()
-            .map(|x| {
-                x.as_usize().ok_or_else(|| {
-                    bad(format!(
-                        "{what} holds {x}, which is not an integer in 0..=2^53-1"
-                    ))
-                })
-            })
-            .collect()
-    };
-    let shape = uints(shape, "shape")?;
-    let offsets = uints(offsets, "data_offsets")?;
-    let &[begin, end] = offsets.as_slice() else {
-        return Err(bad(format!(
-            "data_offsets has {} numbers, not 2",
-            offsets.len()
-        )));
-    };
-    if begin > end {
-        return Err(bad(format!(
-            "data_offsets [{begin}, {end}] begin after they end"
-        )));
-    }
-    if end > data_len {
-        return Err(bad(format!(
-            "data_offsets [{begin}, {end}] reach past the {data_len}-byte data buffer \
-             (file truncated?)"
-        )));
-    }
-    let nbytes = checked_numel(&shape)
-        .and_then(|n| n.checked_mul(dtype.size()))
-        .ok_or_else(|| {
-            bad(format!(
-                "shape {shape:?} of {dtype} overflows the byte count"
-            ))
-        })?;
-    if end - begin != nbytes {
-        return Err(bad(format!(
-            "data_offsets [{begin}, {end}] span {} bytes, but shape {shape:?} of {dtype} \
-             needs {nbytes}",
-            end - begin
-        )));
-    }
-    Ok((dtype, shape, begin, end))
 }

@@ -1,6 +1,7 @@
-//! The safetensors writer: [`serialize`] lays out tensors given as `f32` or `i64` slices.
+//! The safetensors writer: [`serialize`] lays out tensors given as `f32` or `i64` slices, or
+//! as raw little-endian bytes of any dtype.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -22,6 +23,14 @@ pub enum TensorData<'a> {
     F32AsBf16(&'a [f32]),
     /// `i64` values stored as I64.
     I64(&'a [i64]),
+    /// Values already in the file's layout: little-endian elements of `dtype`, copied as they
+    /// are (so a U8 tensor stays one byte per element).
+    Raw {
+        /// The dtype written to the file.
+        dtype: Dtype,
+        /// `numel × dtype.size()` bytes.
+        bytes: &'a [u8],
+    },
 }
 
 impl TensorData<'_> {
@@ -32,6 +41,7 @@ impl TensorData<'_> {
             TensorData::F32AsF16(_) => Dtype::F16,
             TensorData::F32AsBf16(_) => Dtype::Bf16,
             TensorData::I64(_) => Dtype::I64,
+            TensorData::Raw { dtype, .. } => *dtype,
         }
     }
 
@@ -40,6 +50,7 @@ impl TensorData<'_> {
         match self {
             TensorData::F32(d) | TensorData::F32AsF16(d) | TensorData::F32AsBf16(d) => d.len(),
             TensorData::I64(d) => d.len(),
+            TensorData::Raw { dtype, bytes } => bytes.len() / dtype.size(),
         }
     }
 
@@ -58,6 +69,7 @@ impl TensorData<'_> {
                 .iter()
                 .for_each(|&x| out.extend(bf16::from_f32(x).to_le_bytes())),
             TensorData::I64(d) => d.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            TensorData::Raw { bytes, .. } => out.extend_from_slice(bytes),
         }
     }
 }
@@ -109,14 +121,24 @@ impl<'a> TensorOut<'a> {
             data: TensorData::I64(data),
         }
     }
+
+    /// Little-endian `bytes` of `dtype`, stored as they are.
+    pub fn raw(name: &'a str, shape: &'a [usize], dtype: Dtype, bytes: &'a [u8]) -> Self {
+        TensorOut {
+            name,
+            shape,
+            data: TensorData::Raw { dtype, bytes },
+        }
+    }
 }
 
 /// Writes a safetensors file: the tensors in the given order (data contiguous, in that order),
 /// and `metadata` as the header's `__metadata__` (its first member; left out when empty).
 ///
 /// Errors ([`Error::InvalidArgument`] naming the tensor): a repeated tensor name or metadata
-/// key, the reserved name `__metadata__`, or a shape whose element count is not the number of
-/// values given.
+/// key, the reserved name `__metadata__`, a shape whose element count is not the number of
+/// values given, or raw bytes that are not a whole number of elements. Running out of
+/// memory for the output is an error too, not an abort.
 pub fn serialize(tensors: &[TensorOut<'_>], metadata: &[(String, String)]) -> Result<Vec<u8>> {
     let mut names = BTreeMap::new();
     for t in tensors {
@@ -130,6 +152,17 @@ pub fn serialize(tensors: &[TensorOut<'_>], metadata: &[(String, String)]) -> Re
         if names.insert(t.name, ()).is_some() {
             return Err(Error::invalid(what(), "the name appears twice"));
         }
+        if let TensorData::Raw { dtype, bytes } = t.data {
+            if bytes.len() % dtype.size() != 0 {
+                return Err(Error::invalid(
+                    what(),
+                    format!(
+                        "{} raw bytes are not a whole number of {dtype} elements",
+                        bytes.len()
+                    ),
+                ));
+            }
+        }
         if checked_numel(t.shape) != Some(t.data.len()) {
             return Err(Error::invalid(
                 what(),
@@ -141,8 +174,9 @@ pub fn serialize(tensors: &[TensorOut<'_>], metadata: &[(String, String)]) -> Re
             ));
         }
     }
-    for (i, (k, _)) in metadata.iter().enumerate() {
-        if metadata[..i].iter().any(|(seen, _)| seen == k) {
+    let mut keys = BTreeSet::new();
+    for (k, _) in metadata {
+        if !keys.insert(k.as_str()) {
             return Err(Error::invalid(
                 "safetensors metadata",
                 format!("key {k:?} appears twice"),
@@ -192,7 +226,14 @@ pub fn serialize(tensors: &[TensorOut<'_>], metadata: &[(String, String)]) -> Re
         h.push(' ');
     }
 
-    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    let mut out = Vec::new();
+    let total = offset.saturating_add(8 + h.len());
+    out.try_reserve_exact(total).map_err(|_| {
+        Error::invalid(
+            "safetensors output",
+            format!("out of memory for a {total}-byte file"),
+        )
+    })?;
     out.extend((h.len() as u64).to_le_bytes());
     out.extend(h.as_bytes());
     for t in tensors {
