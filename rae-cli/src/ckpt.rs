@@ -17,6 +17,38 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// Removes the temporary files that earlier writes of `path` left when they were killed:
+/// only names of our own pattern (`.NAME.tmp-PID`), only for processes that no longer run
+/// (on Linux, `/proc/PID` tells; elsewhere, any PID but ours). Best effort: a file that
+/// cannot be removed is left alone.
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let me = std::process::id();
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let n = file_name.to_string_lossy();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive =
+            pid == me || (cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists());
+        if !alive && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename). On failure the
 /// temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult<()> {
@@ -24,6 +56,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult<()> {
         fs::create_dir_all(dir)
             .map_err(|e| io_error("cannot create the output folder", dir, &e))?;
     }
+    remove_stale_temps(path);
     let tmp = temp_path(path);
     let result = (|| -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;

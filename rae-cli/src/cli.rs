@@ -23,7 +23,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train: with no data and no weights, the built-in tiny pipeline (encoder, decoder,
-    /// statistics, DiT-DH) on the built-in dataset; else stage 2 (or --stage 1).
+    /// statistics, DiT-DH) on the built-in dataset; else stage 2 (or --stage 1). Every image
+    /// of --data is checked before the first step (--check-data: only check; --skip-check).
     Train(TrainArgs),
     /// Draw class-conditional samples from a trained DiT-DH and write PNGs and a grid.
     Sample(SampleArgs),
@@ -37,7 +38,7 @@ pub enum Command {
     Stats(StatsArgs),
     /// Fréchet distance between two image sets on RAE-encoder features; PSNR/SSIM of
     /// reconstructions (`--reconstruct`).
-    Eval(crate::commands::eval::EvalArgs),
+    Eval(EvalArgs),
     /// List the tensors of a safetensors or PyTorch file.
     Inspect {
         /// The file.
@@ -204,6 +205,14 @@ pub struct TrainArgs {
     /// checkpoint as the default of `sample`.
     #[arg(long)]
     pub sample_cfg: Option<f32>,
+    /// Only check --data and exit: read every image's header and decode it once, and name
+    /// every file that is unreadable, too large or too elongated (no training, no output).
+    #[arg(long)]
+    pub check_data: bool,
+    /// Skip the check of every image of --data that training runs before its first step
+    /// (a bad image then stops the run when its batch comes up).
+    #[arg(long, conflicts_with = "check_data")]
+    pub skip_check: bool,
 }
 
 /// `sample` options.
@@ -340,4 +349,32 @@ pub struct StatsArgs {
     /// Output safetensors with `mean` and `var`.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `eval` options.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// RAE whose encoder gives the features (default runs/default/rae; its statistics are
+    /// optional).
+    #[command(flatten)]
+    pub rae: RaeArgs,
+    /// The images to score: a folder searched recursively for PNG/JPEG (samples, or
+    /// reconstructions with --reconstruct).
+    pub images: PathBuf,
+    /// The reference images (a data folder, or the originals of the reconstructions).
+    pub reference: Option<PathBuf>,
+    /// Reconstruction metrics: PSNR and SSIM of each image of the first set against its
+    /// original in the second (paired by file name, else by order); without a second set,
+    /// the images are first reconstructed through the RAE.
+    #[arg(long)]
+    pub reconstruct: bool,
+    /// Image side (ADM centre crop). Default: the decoder's output size.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Images per encoder batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Also write the results to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

@@ -19,6 +19,7 @@
 mod apply;
 mod plan;
 mod schema;
+pub mod yaml;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -27,9 +28,10 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use rae_core::json::JsonValue;
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 pub use plan::{dit_for_sample, load_dit_with, SamplePlan, SchedulePlan, Span, TrainPlan};
+pub use yaml::{MAX_CONFIG_BYTES, MAX_YAML_DEPTH};
 
 use crate::cli::{Cli, Command};
 use crate::errors::{CliError, CliResult};
@@ -90,19 +92,17 @@ pub struct RefConfig {
 }
 
 impl RefConfig {
-    /// Reads and parses a config file.
+    /// Reads and parses a config file (a regular file of at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path) -> CliResult<Self> {
-        let bytes = crate::files::read_bytes(path, "the config")?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| CliError::new(format!("config {}: not UTF-8 text", path.display())))?;
-        Self::parse(&text, path)
+        Self::parse(&yaml::read_config_text(path)?, path)
     }
 
     /// Parses config text; `path` names it in messages and anchors its relative paths.
+    /// Aliases and nesting deeper than [`MAX_YAML_DEPTH`] are refused before anything is
+    /// built (see `config/yaml.rs`).
     pub fn parse(text: &str, path: &Path) -> CliResult<Self> {
         let source = path.display().to_string();
-        let docs = YamlLoader::load_from_str(text)
-            .map_err(|e| CliError::new(format!("config {source}: not valid YAML: {e}")))?;
+        let docs = yaml::parse_documents(text, &source)?;
         let root = match docs.as_slice() {
             [] => JsonValue::Object(Vec::new()),
             [doc] => yaml_to_json(doc, "", &source)?,

@@ -11,6 +11,9 @@ use crate::errors::{io_error, CliError, CliResult};
 use crate::image_io::{is_image, load_chw};
 
 /// A labelled image dataset producing `[3, S, S]` images in `[0, 1]`.
+/// Seed of the built-in dataset (every run and command draws the same images).
+pub const BUILTIN_DATA_SEED: u64 = 7;
+
 pub trait Dataset: Sync {
     /// Number of images.
     fn len(&self) -> usize;
@@ -171,6 +174,7 @@ impl ImageFolder {
     /// Scans `root`. A missing folder, a folder without class subfolders or without any
     /// image is an error naming the folder.
     pub fn open(root: &Path, size: usize) -> CliResult<Self> {
+        crate::image_io::check_image_size(size)?;
         let entries = std::fs::read_dir(root)
             .map_err(|e| io_error("cannot open the data folder", root, &e))?;
         let mut class_dirs: Vec<PathBuf> = entries
@@ -212,6 +216,11 @@ impl ImageFolder {
             classes,
             size,
         })
+    }
+
+    /// The image files, in dataset order.
+    pub fn paths(&self) -> impl ExactSizeIterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
     }
 }
 
@@ -315,7 +324,7 @@ pub fn builtin_class_accuracy(
     labels: &[u32],
     size: usize,
 ) -> CliResult<(f64, f64)> {
-    let ds = Shapes::new(size, 500, crate::commands::train::BUILTIN_DATA_SEED);
+    let ds = Shapes::new(size, 500, BUILTIN_DATA_SEED);
     let mut refs = Vec::with_capacity(1000);
     for i in 0..ds.len() {
         for flip in [false, true] {

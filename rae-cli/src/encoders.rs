@@ -158,7 +158,22 @@ fn check_preprocessor<B: Backend>(dir: &Path, enc: &Encoder<B>) {
 /// Writes an encoder as a HuggingFace-style folder (`config.json`, `model.safetensors`).
 pub fn save_encoder_dir<B: Backend>(b: &B, enc: &Encoder<B>, dir: &Path) -> CliResult<()> {
     let cfg = match enc {
-        Encoder::Dinov2(e) => return crate::presets::save_encoder(b, e, dir),
+        Encoder::Dinov2(e) => {
+            let c = &e.config;
+            JsonValue::object([
+                ("model_type", JsonValue::from("dinov2_with_registers")),
+                ("hidden_size", c.hidden_size.into()),
+                ("num_hidden_layers", c.num_hidden_layers.into()),
+                ("num_attention_heads", c.num_attention_heads.into()),
+                ("mlp_ratio", c.mlp_ratio.into()),
+                ("patch_size", c.patch_size.into()),
+                ("image_size", c.image_size.into()),
+                ("num_register_tokens", c.num_register_tokens.into()),
+                ("layer_norm_eps", (c.layer_norm_eps as f64).into()),
+                ("layerscale_value", (c.layerscale_value as f64).into()),
+                ("hidden_act", "gelu".into()),
+            ])
+        }
         Encoder::Siglip(e) => e.config.to_json(),
         Encoder::Mae(e) => e.config.to_json(),
     };

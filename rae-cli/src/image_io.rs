@@ -1,28 +1,189 @@
 //! Images: decoding with errors that name the file, the ADM centre crop (§5.2), conversion
 //! to and from `[3, S, S]` float tensors in `[0, 1]`, PNG export (§4.4: clamp, ×255,
 //! truncate) and sample grids.
+//!
+//! An image file is not trusted: special files (a FIFO would block forever) are refused
+//! before they are opened, the file size, the pixel count, the side and the aspect ratio
+//! are checked from the header before anything is decoded, and the decoder's allocations
+//! are bounded ([`image::Limits`]). Each limit that is exceeded is an error naming the file,
+//! its value and the limit.
 
+use std::io::Read;
 use std::path::Path;
 
-use image::{ImageReader, RgbImage};
+use image::{ImageReader, Limits, RgbImage};
 use rae_core::nn::tables::bicubic_aa_matrix;
 
 use crate::ckpt::write_atomic;
 use crate::errors::{io_error, CliError, CliResult};
 
-/// Decodes a PNG or JPEG file to RGB.
-pub fn load_rgb(path: &Path) -> CliResult<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| io_error("cannot read image", path, &e))?;
-    let reader = ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| CliError::new(format!("cannot read image {}: {e}", path.display())))?;
-    let img = reader.decode().map_err(|e| {
+/// The largest image file read.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+/// The longest side of an image read (pixels).
+pub const MAX_IMAGE_SIDE: u32 = 32_768;
+/// The most pixels of an image read (64 Mi: 192 MiB as RGB).
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+/// The most elongated image read, long side : short side (the centre crop of a longer one
+/// would resize a strip far larger than the crop).
+pub const MAX_ASPECT_RATIO: u32 = 10;
+/// The most memory an image decoder may allocate.
+pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+/// The largest side of the centre crop (`--image-size`, or a decoder's `image_size`).
+pub const MAX_IMAGE_SIZE: usize = 1024;
+
+/// What a path is when it is not a regular file.
+fn file_kind(md: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = md.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if md.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads `path` (named `what` in errors) whole, refusing anything but a regular file
+/// (links resolved) before opening it, and files over `limit` bytes.
+pub fn read_file_limited(path: &Path, what: &str, limit: u64) -> CliResult<Vec<u8>> {
+    let cannot = |e: &std::io::Error| io_error(&format!("cannot read {what}"), path, e);
+    let md = std::fs::metadata(path).map_err(|e| cannot(&e))?;
+    let too_big = |n: u64| {
         CliError::new(format!(
-            "cannot decode image {}: {e} (is it a complete PNG or JPEG file?)",
+            "{what} {} is {n} bytes; the limit is {limit} bytes",
             path.display()
         ))
+    };
+    if !md.is_file() {
+        return Err(CliError::new(format!(
+            "{what} {} is {}, not a regular file; refusing to read it",
+            path.display(),
+            file_kind(&md)
+        )));
+    }
+    if md.len() > limit {
+        return Err(too_big(md.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Checks the side of the centre crop: 1 to [`MAX_IMAGE_SIZE`].
+pub fn check_image_size(size: usize) -> CliResult<u32> {
+    if (1..=MAX_IMAGE_SIZE).contains(&size) {
+        Ok(size as u32)
+    } else {
+        Err(CliError::new(format!(
+            "image size {size} (--image-size, or the decoder's image_size): the side of the centre crop must be 1 to {MAX_IMAGE_SIZE} pixels"
+        )))
+    }
+}
+
+/// Checks an image's dimensions against the limits; `name` names it in the error.
+pub fn check_dims(name: &str, w: u32, h: u32) -> CliResult<()> {
+    let bad = |why: String| {
+        Err(CliError::new(format!(
+            "image {name} is {w}×{h} pixels: {why}"
+        )))
+    };
+    let (long, short) = (w.max(h) as u64, w.min(h) as u64);
+    if short == 0 {
+        return bad("it has no pixels".into());
+    }
+    if long > MAX_IMAGE_SIDE as u64 {
+        return bad(format!(
+            "a side of {long} exceeds the limit of {MAX_IMAGE_SIDE}"
+        ));
+    }
+    if long * short > MAX_IMAGE_PIXELS {
+        return bad(format!(
+            "{} pixels exceed the limit of {MAX_IMAGE_PIXELS}",
+            long * short
+        ));
+    }
+    if long > MAX_ASPECT_RATIO as u64 * short {
+        return bad(format!(
+            "the aspect ratio {}:1 exceeds the limit of {MAX_ASPECT_RATIO}:1",
+            (long as f64 / short as f64 * 10.0).round() / 10.0
+        ));
+    }
+    Ok(())
+}
+
+fn reader<'a>(bytes: &'a [u8], name: &str) -> CliResult<ImageReader<std::io::Cursor<&'a [u8]>>> {
+    let mut r = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| CliError::new(format!("cannot read image {name}: {e}")))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    r.limits(limits);
+    Ok(r)
+}
+
+/// The dimensions of an encoded image, read from its header alone and checked against the
+/// limits ([`check_dims`]).
+pub fn header_dims(bytes: &[u8], name: &str) -> CliResult<(u32, u32)> {
+    let (w, h) = reader(bytes, name)?.into_dimensions().map_err(|e| {
+        CliError::new(format!(
+            "cannot read the header of image {name}: {e} (is it a PNG or JPEG file?)"
+        ))
     })?;
-    Ok(img.to_rgb8())
+    check_dims(name, w, h)?;
+    Ok((w, h))
+}
+
+/// Decodes an encoded PNG or JPEG to RGB after checking its header ([`header_dims`]).
+pub fn decode_rgb(bytes: &[u8], name: &str) -> CliResult<RgbImage> {
+    Ok(decode(bytes, name)?.to_rgb8())
+}
+
+/// Reads and decodes an image file as [`load_rgb`] does, without converting it; returns its
+/// size (the data check of `train`).
+pub fn check_image_file(path: &Path) -> CliResult<(u32, u32)> {
+    let bytes = read_file_limited(path, "image", MAX_IMAGE_FILE_BYTES)?;
+    let img = decode(&bytes, &path.display().to_string())?;
+    Ok((img.width(), img.height()))
+}
+
+fn decode(bytes: &[u8], name: &str) -> CliResult<image::DynamicImage> {
+    header_dims(bytes, name)?;
+    let r = reader(bytes, name)?;
+    // A decoder bug must not take the process down: a panic is this file's error.
+    let img = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.decode()))
+        .map_err(|_| CliError::new(format!("cannot decode image {name}: the decoder failed")))?
+        .map_err(|e| {
+            CliError::new(format!(
+                "cannot decode image {name}: {e} (is it a complete PNG or JPEG file?)"
+            ))
+        })?;
+    check_dims(name, img.width(), img.height())?;
+    Ok(img)
+}
+
+/// Decodes a PNG or JPEG file to RGB ([`read_file_limited`], then [`decode_rgb`]).
+pub fn load_rgb(path: &Path) -> CliResult<RgbImage> {
+    let bytes = read_file_limited(path, "image", MAX_IMAGE_FILE_BYTES)?;
+    decode_rgb(&bytes, &path.display().to_string())
 }
 
 /// Halves both sides with a 2×2 box filter (PIL `BOX` for an exact halving).
@@ -48,19 +209,33 @@ fn box_halve(img: &RgbImage) -> RgbImage {
     out
 }
 
-/// Antialiased bicubic resize (Keys a = −0.5, PIL's `BICUBIC`) in f32, rounded to u8.
+/// The first and one-past-last non-zero column of each row of a `[rows, cols]` matrix.
+fn nonzero_spans(m: &[f32], cols: usize) -> Vec<(usize, usize)> {
+    m.chunks(cols.max(1))
+        .map(|row| {
+            let lo = row.iter().position(|&w| w != 0.0).unwrap_or(0);
+            let hi = row.iter().rposition(|&w| w != 0.0).map_or(lo, |p| p + 1);
+            (lo, hi)
+        })
+        .collect()
+}
+
+/// Antialiased bicubic resize (Keys a = −0.5, PIL's `BICUBIC`) in f32, rounded to u8. Each
+/// output pixel visits only the non-zero span of its weights (the same sums in the same
+/// order as the dense product, so the same result).
 fn resize_bicubic_u8(img: &RgbImage, w2: u32, h2: u32) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (w2u, h2u) = (w2 as usize, h2 as usize);
     let mw = bicubic_aa_matrix(w, w2u);
     let mh = bicubic_aa_matrix(h, h2u);
+    let (sw, sh) = (nonzero_spans(&mw, w), nonzero_spans(&mh, h));
     // Along width.
     let mut tmp = vec![0.0f32; h * w2u * 3];
     for y in 0..h {
-        for x2 in 0..w2u {
+        for (x2, &(lo, hi)) in sw.iter().enumerate() {
             for c in 0..3 {
                 let mut acc = 0.0f32;
-                for x in 0..w {
+                for x in lo..hi {
                     let wt = mw[x2 * w + x];
                     if wt != 0.0 {
                         acc += wt * img.get_pixel(x as u32, y as u32)[c] as f32;
@@ -71,12 +246,12 @@ fn resize_bicubic_u8(img: &RgbImage, w2: u32, h2: u32) -> RgbImage {
         }
     }
     let mut out = RgbImage::new(w2, h2);
-    for y2 in 0..h2u {
+    for (y2, &(lo, hi)) in sh.iter().enumerate().take(h2u) {
         for x2 in 0..w2u {
             let mut px = [0u8; 3];
             for c in 0..3 {
                 let mut acc = 0.0f32;
-                for y in 0..h {
+                for y in lo..hi {
                     let wt = mh[y2 * h + y];
                     if wt != 0.0 {
                         acc += wt * tmp[(y * w2u + x2) * 3 + c];
@@ -103,10 +278,17 @@ fn round_half_even(x: f64) -> u32 {
 }
 
 /// The ADM centre crop to `s × s` (§5.2): box-halve while the short side is at least `2s`,
-/// bicubic-resize the short side to `s`, crop the centre.
-pub fn adm_center_crop(img: &RgbImage, s: u32) -> RgbImage {
+/// bicubic-resize the short side to `s`, crop the centre. `s` must pass
+/// [`check_image_size`] and the image [`check_dims`].
+pub fn adm_center_crop(img: &RgbImage, s: u32) -> CliResult<RgbImage> {
+    let s = check_image_size(s as usize)?;
+    check_dims("(in memory)", img.width(), img.height())?;
     let mut img = img.clone();
-    while img.width().min(img.height()) >= 2 * s {
+    // s ≥ 1, so each pass halves a short side of at least 2: at most 32 passes.
+    for _ in 0..u32::BITS {
+        if img.width().min(img.height()) < 2 * s {
+            break;
+        }
         img = box_halve(&img);
     }
     let scale = s as f64 / img.width().min(img.height()) as f64;
@@ -118,7 +300,7 @@ pub fn adm_center_crop(img: &RgbImage, s: u32) -> RgbImage {
         img = resize_bicubic_u8(&img, w2, h2);
     }
     let (x0, y0) = ((img.width() - s) / 2, (img.height() - s) / 2);
-    image::imageops::crop_imm(&img, x0, y0, s, s).to_image()
+    Ok(image::imageops::crop_imm(&img, x0, y0, s, s).to_image())
 }
 
 /// An RGB image → `[3, H, W]` values `k/255`, optionally flipped horizontally.
@@ -144,15 +326,21 @@ pub fn is_image(p: &Path) -> bool {
 /// An image file as the model sees it: ADM centre crop to `size`, `[3, size, size]` in [0, 1]
 /// (mirrored when `flip`).
 pub fn load_chw(path: &Path, size: usize, flip: bool) -> CliResult<Vec<f32>> {
-    Ok(to_chw(
-        &adm_center_crop(&load_rgb(path)?, size as u32),
-        flip,
-    ))
+    let s = check_image_size(size)?;
+    Ok(to_chw(&adm_center_crop(&load_rgb(path)?, s)?, flip))
 }
 
 /// Image files, unflipped, as one `[n, 3, size, size]` batch.
 pub fn load_chw_files(files: &[std::path::PathBuf], size: usize) -> CliResult<Vec<f32>> {
-    let mut out = Vec::with_capacity(files.len() * 3 * size * size);
+    check_image_size(size)?;
+    let values = files.len().saturating_mul(3 * size * size);
+    let mut out = Vec::new();
+    out.try_reserve_exact(values).map_err(|_| {
+        CliError::new(format!(
+            "{} images of {size}×{size} pixels do not fit in memory ({values} values)",
+            files.len()
+        ))
+    })?;
     for f in files {
         out.extend(load_chw(f, size, false)?);
     }

@@ -11,8 +11,10 @@ pub mod encoders;
 pub mod errors;
 pub mod files;
 pub mod image_io;
+pub mod limits;
 pub mod presets;
 pub mod progress;
 pub mod pt;
+pub mod store;
 
 pub use errors::{CliError, CliResult};

@@ -8,6 +8,7 @@ use rae_cli::CliResult;
 
 fn run(cli: Cli) -> CliResult<()> {
     let choice: BackendChoice = cli.backend.parse()?;
+    rae_cli::limits::check_command(&cli.command)?;
     match cli.command {
         Command::Train(a) => dispatch(choice, cli.device, train::TrainJob(a)),
         Command::Sample(a) => dispatch(choice, cli.device, sample::SampleJob(a)).map(|_| ()),

@@ -7,9 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rae_core::json::JsonValue;
 use rae_core::models::{
-    DecoderConfig, Dinov2Config, Dinov2Encoder, DitConfig, Encoder, LatentStats, Rae, RaeDecoder,
+    DecoderConfig, Dinov2Config, DitConfig, Encoder, LatentStats, Rae, RaeDecoder,
 };
 use rae_core::nn::{Init, Module};
 use rae_core::Backend;
@@ -183,8 +182,10 @@ pub fn load_decoder<B: Backend>(
             }
         },
     };
+    let weights = pick_weights(&file.tensors, true);
+    rae_core::limits::check_params_against_file(&source, cfg.min_params(), weights.total_values())?;
     let mut dec = RaeDecoder::new(b, &mut Init::new(0), cfg)?;
-    dec.load(b, &pick_weights(&file.tensors, true))
+    dec.load(b, &weights)
         .context(format!("loading the decoder from {source}"))?;
     Ok(dec)
 }
@@ -277,32 +278,6 @@ pub fn check_rae<B: Backend>(rae: &Rae<B>) -> CliResult<()> {
         }
     }
     Ok(())
-}
-
-/// Writes an encoder as a HuggingFace-style folder.
-pub fn save_encoder<B: Backend>(b: &B, enc: &Dinov2Encoder<B>, dir: &Path) -> CliResult<()> {
-    let c = &enc.config;
-    let cfg = JsonValue::object([
-        ("model_type", JsonValue::from("dinov2_with_registers")),
-        ("hidden_size", c.hidden_size.into()),
-        ("num_hidden_layers", c.num_hidden_layers.into()),
-        ("num_attention_heads", c.num_attention_heads.into()),
-        ("mlp_ratio", c.mlp_ratio.into()),
-        ("patch_size", c.patch_size.into()),
-        ("image_size", c.image_size.into()),
-        ("num_register_tokens", c.num_register_tokens.into()),
-        ("layer_norm_eps", (c.layer_norm_eps as f64).into()),
-        ("layerscale_value", (c.layerscale_value as f64).into()),
-        ("hidden_act", "gelu".into()),
-    ]);
-    let text = cfg.to_json_pretty()?;
-    crate::ckpt::write_atomic(&dir.join("config.json"), text.as_bytes())?;
-    let tensors = rae_core::nn::save_module(b, enc)?;
-    crate::ckpt::save_safetensors(
-        &dir.join("model.safetensors"),
-        &tensors,
-        &[("format".into(), "pt".into())],
-    )
 }
 
 /// Number of parameters, for logs.

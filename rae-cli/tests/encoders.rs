@@ -75,7 +75,7 @@ fn the_rae_uses_the_family_image_mean_and_std() {
         // A decoder matching the encoder's 32-wide tokens on an 8×8 grid (16×16 for DINOv2).
         let g = if dir == "dinov2" { 16 } else { 8 };
         let dec = RaeDecoder::new(&b, &mut Init::new(1), decoder_cfg(32, 2, g)).unwrap();
-        rae_cli::commands::train::save_decoder(&b, &dec, &d.join("decoder.safetensors")).unwrap();
+        rae_cli::store::save_decoder(&b, &dec, &d.join("decoder.safetensors")).unwrap();
         let paths = RaePaths {
             encoder: fixture(dir),
             decoder: d.join("decoder.safetensors"),

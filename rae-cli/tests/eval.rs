@@ -9,8 +9,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{fails, ok, tiny_rae, tmp, write_rae_dir};
+use rae_cli::cli::EvalArgs;
 use rae_cli::cli::RaeArgs;
-use rae_cli::commands::eval::{evaluate, list_images, EvalArgs, Pairing};
+use rae_cli::commands::eval::{evaluate, list_images, Pairing};
 use rae_cli::commands::tools::export_builtin;
 use rae_core::json::parse_named;
 use rae_core::rng::PhiloxStream;

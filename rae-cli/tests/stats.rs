@@ -144,7 +144,7 @@ fn written_statistics_load_back_and_the_command_writes_them() {
         out.to_str().unwrap(),
     ]);
     let loaded = presets::load_stats(&b, &out).unwrap();
-    let ds = Shapes::new(16, 20, rae_cli::commands::train::BUILTIN_DATA_SEED);
+    let ds = Shapes::new(16, 20, rae_cli::data::BUILTIN_DATA_SEED);
     let reloaded = presets::load_rae(
         &b,
         &presets::RaePaths {

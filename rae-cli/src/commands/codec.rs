@@ -16,7 +16,7 @@ use crate::image_io::{grid, load_chw_files, save_png, to_chw};
 use crate::presets;
 
 fn rae_for<B: Backend>(b: &B, r: &RaeArgs) -> CliResult<rae_core::models::Rae<B>> {
-    let paths = super::train::resolve_rae(r, Some(Path::new("runs/default/rae")))?;
+    let paths = crate::store::resolve_rae(r, Some(Path::new("runs/default/rae")))?;
     presets::load_rae(b, &paths)
 }
 
@@ -109,8 +109,19 @@ impl Job for DecodeJob {
         let lat = f.tensors.get("latents").ok_or_else(|| {
             CliError::new(format!("{} has no tensor \"latents\"", a.latents.display()))
         })?;
+        let want = rae.latent_dims();
+        if lat.shape.len() != 4 || lat.shape[1..] != want {
+            return Err(CliError::new(format!(
+                "{}: latents have shape {:?} but this RAE decodes [N, {}, {}, {}]",
+                a.latents.display(),
+                lat.shape,
+                want[0],
+                want[1],
+                want[2]
+            )));
+        }
         let z = b.upload(&lat.data, &lat.shape)?;
-        let imgs = super::train::decode_images(b, &rae, &z)?;
+        let imgs = crate::store::decode_images(b, &rae, &z)?;
         write_images(&a.out, &imgs)?;
         eprintln!("decoded {} latents -> {}", imgs.len(), a.out.display());
         Ok(())
@@ -145,7 +156,7 @@ impl Job for ReconstructJob {
         let n = a.images.len();
         let x = b.upload(&images, &[n, 3, size, size])?;
         let z = rae.encode(b, &x)?;
-        let imgs = super::train::decode_images(b, &rae, &z)?;
+        let imgs = crate::store::decode_images(b, &rae, &z)?;
         let per = 3 * size * size;
         let mut scores = Vec::new();
         for (i, img) in imgs.iter().enumerate() {

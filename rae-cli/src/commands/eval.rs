@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use rae_core::json::JsonValue;
 use rae_core::metrics::{frechet_distance, psnr, ssim, Moments};
 use rae_core::models::Rae;
@@ -21,39 +20,11 @@ use rae_core::Backend;
 
 use crate::backends::Job;
 use crate::ckpt::write_atomic;
-use crate::cli::RaeArgs;
+use crate::cli::EvalArgs;
 use crate::errors::{io_error, CliError, CliResult};
 use crate::image_io::{from_chw, is_image, load_chw_files, to_chw};
 use crate::presets;
 use crate::progress::bar;
-
-/// `eval` options.
-#[derive(Debug, Clone, Args)]
-pub struct EvalArgs {
-    /// RAE whose encoder gives the features (default runs/default/rae; its statistics are
-    /// optional).
-    #[command(flatten)]
-    pub rae: RaeArgs,
-    /// The images to score: a folder searched recursively for PNG/JPEG (samples, or
-    /// reconstructions with --reconstruct).
-    pub images: PathBuf,
-    /// The reference images (a data folder, or the originals of the reconstructions).
-    pub reference: Option<PathBuf>,
-    /// Reconstruction metrics: PSNR and SSIM of each image of the first set against its
-    /// original in the second (paired by file name, else by order); without a second set,
-    /// the images are first reconstructed through the RAE.
-    #[arg(long)]
-    pub reconstruct: bool,
-    /// Image side (ADM centre crop). Default: the decoder's output size.
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Images per encoder batch.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Also write the results to this JSON file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-}
 
 /// Mean, minimum and maximum of a per-image score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -395,7 +366,7 @@ impl Job for EvalJob {
     type Output = EvalReport;
     fn run<B: Backend>(self, b: &B) -> CliResult<EvalReport> {
         let a = self.0;
-        let mut paths = super::train::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
+        let mut paths = crate::store::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
         // Features are taken before the latent normalisation: statistics are optional.
         if paths.stats.as_ref().is_some_and(|p| !p.exists()) {
             paths.stats = None;

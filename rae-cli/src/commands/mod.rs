@@ -1,5 +1,6 @@
 //! The commands of `rae-cli`.
 
+pub mod check_data;
 pub mod codec;
 pub mod eval;
 pub mod generate;

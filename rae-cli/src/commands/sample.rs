@@ -87,12 +87,12 @@ impl Job for SampleJob {
                 ckpt.display()
             )));
         }
-        let checked = super::train::check_dit_checkpoint(&ckpt)?;
+        let checked = crate::store::check_dit_checkpoint(&ckpt)?;
         let default_rae = ckpt
             .parent()
             .map(|p| p.join("rae"))
             .unwrap_or_else(|| PathBuf::from("rae"));
-        let paths = super::train::resolve_rae(&a.rae, Some(&default_rae))?;
+        let paths = crate::store::resolve_rae(&a.rae, Some(&default_rae))?;
         let rae = presets::load_rae(b, &paths)?;
         let latent = rae.latent_dims();
         // [config hook] stage_2.params of a reference YAML give the architecture.
@@ -101,8 +101,8 @@ impl Job for SampleJob {
             None => load_tensor_file(&ckpt)?,
         };
         let model = match crate::config::dit_for_sample(a.plan.as_ref(), false, latent) {
-            Some(cfg) => super::train::dit_from_file(b, &file, &ckpt, cfg?)?,
-            None => super::train::load_dit_from(b, &file, &ckpt, a.model.as_deref(), latent, None)?,
+            Some(cfg) => crate::store::dit_from_file(b, &file, &ckpt, cfg?)?,
+            None => crate::store::load_dit_from(b, &file, &ckpt, a.model.as_deref(), latent, None)?,
         };
         drop(file);
         let mc = &model.config;
@@ -121,7 +121,7 @@ impl Job for SampleJob {
                 // [config hook] guidance.guidance_model.params of a reference YAML.
                 let g = match crate::config::dit_for_sample(a.plan.as_ref(), true, latent) {
                     Some(cfg) => crate::config::load_dit_with(b, p, cfg?)?,
-                    None => super::train::load_dit(
+                    None => crate::store::load_dit(
                         b,
                         p,
                         a.model.as_deref(),
@@ -138,7 +138,8 @@ impl Job for SampleJob {
             .iter()
             .flat_map(|&c| std::iter::repeat_n(c, a.num.max(1)))
             .collect();
-        let (ck_shift, ck_cfg) = training_sampling_defaults(&ckpt);
+        crate::limits::check_sample_volume(labels.len(), latent.iter().product())?;
+        let (ck_shift, ck_cfg) = training_sampling_defaults(&ckpt)?;
         let settings = SampleSettings {
             sampler: a.sampler.parse()?,
             steps: a.steps,
@@ -184,8 +185,9 @@ impl Job for SampleJob {
             }
         );
         let z = generate(b, &model, guide.as_ref(), &labels, noise, &settings)?;
+        let host = b.download(&z)?;
+        check_finite_samples(&host, &ckpt, settings.guidance_scale)?;
         if let Some(p) = &a.save_latents {
-            let host = b.download(&z)?;
             let shape = z.dims().to_vec();
             let lab: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
             let bytes = rae_core::safetensors::serialize(
@@ -200,7 +202,7 @@ impl Job for SampleJob {
             )?;
             write_atomic(p, &bytes)?;
         }
-        let imgs = super::train::decode_images(b, &rae, &z)?;
+        let imgs = crate::store::decode_images(b, &rae, &z)?;
         for (i, (img, l)) in imgs.iter().zip(&labels).enumerate() {
             save_png(&a.out.join(format!("{i:06}-class{l}.png")), img)?;
         }
@@ -220,21 +222,58 @@ pub fn default_ckpt(run: &Path) -> PathBuf {
 }
 
 /// The shift base and preview guidance scale a training run recorded in its checkpoint's
-/// `config` metadata (absent for reference checkpoints).
-pub fn training_sampling_defaults(ckpt: &Path) -> (Option<usize>, Option<f32>) {
+/// `config` metadata (absent for reference checkpoints). Metadata that is there but cannot
+/// be read, or holds values out of range, is an error naming the checkpoint, never a silent
+/// default.
+pub fn training_sampling_defaults(ckpt: &Path) -> CliResult<(Option<usize>, Option<f32>)> {
     let Some((_, meta)) = crate::files::safetensors_header(ckpt) else {
-        return (None, None);
+        return Ok((None, None));
     };
     let Some(text) = meta.iter().find(|(k, _)| k == "config").map(|(_, v)| v) else {
-        return (None, None);
+        return Ok((None, None));
     };
-    let Ok(v) = rae_core::json::parse(text) else {
-        return (None, None);
+    let source = format!("{} (metadata config)", ckpt.display());
+    let v = rae_core::json::parse_named(text, &source)?;
+    let bad = |key: &str, x: &rae_core::json::JsonValue, want: &str| {
+        CliError::new(format!("{source}: {key} = {x} is not {want}"))
     };
-    (
-        v.get("shift_base").and_then(|x| x.as_usize()),
-        v.get("sample_cfg")
-            .and_then(|x| x.as_f64())
-            .map(|x| x as f32),
-    )
+    let shift = match v.get("shift_base") {
+        None | Some(rae_core::json::JsonValue::Null) => None,
+        Some(x) => {
+            let want = "a shift base (an integer in 0..=2^24)";
+            let s = x.as_usize().ok_or_else(|| bad("shift_base", x, want))?;
+            if s > crate::limits::MAX_SHIFT_BASE {
+                return Err(bad("shift_base", x, want));
+            }
+            Some(s)
+        }
+    };
+    let cfg = match v.get("sample_cfg") {
+        None | Some(rae_core::json::JsonValue::Null) => None,
+        Some(x) => {
+            let want = "a finite guidance scale";
+            let w = x.as_f64().ok_or_else(|| bad("sample_cfg", x, want))?;
+            if !w.is_finite() || w.abs() > crate::limits::MAX_GUIDANCE {
+                return Err(bad("sample_cfg", x, want));
+            }
+            Some(w as f32)
+        }
+    };
+    Ok((shift, cfg))
+}
+
+/// An error when sampling produced NaN or infinite latents (broken weights or a guidance
+/// scale that makes the ODE blow up), instead of writing black images.
+fn check_finite_samples(host: &[f32], ckpt: &Path, guidance: f32) -> CliResult<()> {
+    let bad = host.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(CliError::new(format!(
+            "sampling with {} (guidance scale {guidance}) produced {bad} non-finite latent \
+             values of {}; nothing was written. The weights may be corrupt or the guidance \
+             scale too large",
+            ckpt.display(),
+            host.len()
+        )));
+    }
+    Ok(())
 }

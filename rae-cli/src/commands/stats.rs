@@ -110,7 +110,7 @@ impl Job for StatsJob {
     type Output = ();
     fn run<B: Backend>(self, b: &B) -> CliResult<()> {
         let a = self.0;
-        let mut paths = super::train::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
+        let mut paths = crate::store::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
         paths.stats = None;
         let rae = presets::load_rae(b, &paths)?;
         let size = a.data.image_size.unwrap_or(rae.decoder.config.image_size);
@@ -119,7 +119,7 @@ impl Job for StatsJob {
             None => Box::new(Shapes::new(
                 size,
                 a.data.builtin_size,
-                super::train::BUILTIN_DATA_SEED,
+                crate::data::BUILTIN_DATA_SEED,
             )),
         };
         let rule = if a.running {

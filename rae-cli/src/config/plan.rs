@@ -146,7 +146,7 @@ pub struct SamplePlan {
 /// Loads DiT weights (`.safetensors` or `.pt`; the `ema` half of a training checkpoint when
 /// present, §3.8) into a model of the explicit configuration `cfg`.
 pub fn load_dit_with<B: Backend>(b: &B, path: &Path, cfg: DitConfig) -> CliResult<DitDh<B>> {
-    crate::commands::train::dit_from_file(b, &load_tensor_file(path)?, path, cfg)
+    crate::store::dit_from_file(b, &load_tensor_file(path)?, path, cfg)
 }
 
 /// Sample-side checks of an explicit DiT configuration against the RAE's latent shape.
@@ -216,9 +216,11 @@ impl RefConfig {
             match self.get(key) {
                 None => continue,
                 Some(v) => {
+                    // A list of two numbers; a scalar is refused rather than guessed at
+                    // (the reference passes the value to torch.optim.AdamW as `betas`).
                     let pair: Option<Vec<f64>> = match v {
                         JsonValue::Array(a) => a.iter().map(JsonValue::as_f64).collect(),
-                        x => x.as_f64().map(|b| vec![b, b]),
+                        _ => None,
                     };
                     match pair.as_deref() {
                         Some([b1, b2]) => {

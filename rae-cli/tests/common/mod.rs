@@ -9,7 +9,6 @@ use std::process::{Command, Output};
 
 use rae_cli::commands::stats::{compute_stats, save_stats, StatsRule};
 use rae_cli::data::Shapes;
-use rae_cli::presets;
 use rae_core::models::{DecoderConfig, Dinov2Config, Dinov2Encoder, Rae, RaeDecoder};
 use rae_core::nn::Init;
 use rae_core::{CpuBackend, Unary};
@@ -111,12 +110,8 @@ pub fn tiny_rae(b: &CpuBackend, c: usize, p: usize, g: usize) -> Rae<CpuBackend>
 /// Writes `rae` as a RAE folder (`encoder/`, `decoder.safetensors`, and with `stats` the
 /// exact statistics over 40 built-in images as `stats.safetensors`).
 pub fn write_rae_dir(b: &CpuBackend, rae: &Rae<CpuBackend>, dir: &Path, stats: bool) {
-    let rae_core::models::Encoder::Dinov2(enc) = &rae.encoder else {
-        panic!("tiny RAEs use the DINOv2 encoder")
-    };
-    presets::save_encoder(b, enc, &dir.join("encoder")).unwrap();
-    rae_cli::commands::train::save_decoder(b, &rae.decoder, &dir.join("decoder.safetensors"))
-        .unwrap();
+    rae_cli::encoders::save_encoder_dir(b, &rae.encoder, &dir.join("encoder")).unwrap();
+    rae_cli::store::save_decoder(b, &rae.decoder, &dir.join("decoder.safetensors")).unwrap();
     if stats {
         let ds = Shapes::new(rae.decoder.config.image_size, 40, 7);
         let (mean, var) = compute_stats(b, rae, &ds, 16, StatsRule::Exact, false, 0).unwrap();

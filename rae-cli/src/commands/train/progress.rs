@@ -1,0 +1,175 @@
+//! What both training stages show and write while the core loop runs: the progress bar,
+//! the log (a line per interval with the mean loss over it), checkpoints, and the error when
+//! a step was not finite. [`CliHooks`] is the command line's side of
+//! [`rae_core::train::run`].
+
+use std::io::Write;
+use std::path::Path;
+
+use rae_core::train::{LoopHooks, StepOutcome, TrainCheckpoint, Trainer};
+use rae_core::{Backend, Error};
+
+use crate::ckpt::save_safetensors;
+use crate::cli::TrainArgs;
+use crate::errors::{CliError, CliResult};
+use crate::progress::{bar, Throughput};
+
+pub(super) fn log_line(out: &Path, line: &str) {
+    eprintln!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("train.log"))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+/// The bookkeeping both training stages share: the progress bar, throughput, the mean loss
+/// over each log interval, and when a checkpoint is due.
+pub(super) struct StageProgress<'a> {
+    pub(super) pb: indicatif::ProgressBar,
+    tp: Throughput,
+    window: LossWindow,
+    stage: &'static str,
+    loss_name: &'static str,
+    steps: u64,
+    /// Where this invocation stops (`--stop-at`, at most `steps`).
+    pub(super) stop: u64,
+    log_every: u64,
+    ckpt_every: u64,
+    out: &'a Path,
+}
+
+impl<'a> StageProgress<'a> {
+    pub(super) fn new(
+        a: &TrainArgs,
+        out: &'a Path,
+        stage: &'static str,
+        loss_name: &'static str,
+        steps: u64,
+        start: u64,
+    ) -> Self {
+        let pb = bar(steps, stage);
+        pb.set_position(start);
+        StageProgress {
+            pb,
+            tp: Throughput::default(),
+            window: LossWindow::default(),
+            stage,
+            loss_name,
+            steps,
+            stop: a.stop_at.unwrap_or(steps).min(steps),
+            log_every: a.log_every.max(1),
+            ckpt_every: a.ckpt_every.max(1),
+            out,
+        }
+    }
+
+    /// Records the finished step `done` (a batch of `batch` items): updates the bar, writes a
+    /// log line at each interval.
+    fn record(&mut self, done: u64, batch: usize, out: &StepOutcome) {
+        let (loss, rep) = (out.loss, &out.report);
+        self.tp.add(batch as u64);
+        self.pb.set_position(done);
+        self.pb.set_message(format!(
+            "{} {loss:.4} lr {:.2e} {:.1} img/s",
+            self.loss_name,
+            rep.lr,
+            self.tp.rate()
+        ));
+        self.window.push(loss);
+        if done % self.log_every == 0 || done == self.steps {
+            let line = format!(
+                "{} step {done}/{} {} {:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s",
+                self.stage,
+                self.steps,
+                self.loss_name,
+                self.window.take(),
+                rep.lr,
+                rep.grad_norm,
+                self.tp.rate()
+            );
+            self.pb.suspend(|| log_line(self.out, &line));
+        }
+    }
+}
+
+/// Mean of the losses since the last log line (single-batch losses are noisy).
+#[derive(Debug, Default)]
+struct LossWindow {
+    sum: f64,
+    n: usize,
+}
+
+impl LossWindow {
+    fn push(&mut self, loss: f32) {
+        self.sum += loss as f64;
+        self.n += 1;
+    }
+
+    fn take(&mut self) -> f64 {
+        let m = self.sum / self.n.max(1) as f64;
+        *self = LossWindow::default();
+        m
+    }
+}
+
+fn stopped(e: Error, ckpt: &Path, last: Option<u64>) -> CliError {
+    let keep = if let (true, Some(last)) = (ckpt.exists(), last) {
+        format!(
+            "the last good checkpoint {} (step {last}) is kept",
+            ckpt.display()
+        )
+    } else {
+        "no checkpoint had been written yet".to_string()
+    };
+    CliError::new(format!(
+        "training stopped: {e}; {keep}. Lower the learning rate (--lr) or check the data and resume with --resume."
+    ))
+}
+
+/// Where a batch comes from: called with the number of steps already taken.
+pub(super) type BatchFn<'a, B, T> =
+    Box<dyn FnMut(&B, u64) -> CliResult<<T as Trainer<B>>::Batch> + 'a>;
+/// What runs after each step besides progress and logging (sample grids).
+pub(super) type AfterFn<'a, B, T> =
+    Box<dyn FnMut(&B, &T, u64, &StageProgress<'_>) -> CliResult<()> + 'a>;
+
+/// The command line's hooks of the core training loop.
+pub(super) struct CliHooks<'a, B: Backend, T: Trainer<B>> {
+    /// Progress bar and log.
+    pub prog: StageProgress<'a>,
+    /// The checkpoint file.
+    pub ckpt: &'a Path,
+    /// Items per step (for the throughput).
+    pub batch_size: usize,
+    /// The data.
+    pub batch: BatchFn<'a, B, T>,
+    /// Sample grids and the like.
+    pub after: AfterFn<'a, B, T>,
+}
+
+impl<B: Backend, T: Trainer<B>> LoopHooks<B, T> for CliHooks<'_, B, T> {
+    type Error = CliError;
+
+    fn batch(&mut self, b: &B, step: u64) -> CliResult<T::Batch> {
+        (self.batch)(b, step)
+    }
+
+    fn after_step(&mut self, b: &B, trainer: &T, done: u64, out: &StepOutcome) -> CliResult<()> {
+        self.prog.record(done, self.batch_size, out);
+        (self.after)(b, trainer, done, &self.prog)
+    }
+
+    fn checkpoint_due(&self, done: u64) -> bool {
+        done % self.prog.ckpt_every == 0
+    }
+
+    fn save(&mut self, ck: &TrainCheckpoint, _done: u64) -> CliResult<()> {
+        save_safetensors(self.ckpt, &ck.tensors, &ck.metadata)
+    }
+
+    fn stopped(&mut self, e: Error, last_saved: Option<u64>) -> CliError {
+        stopped(e, self.ckpt, last_saved)
+    }
+}
