@@ -112,14 +112,14 @@ pub struct DataArgs {
 /// `train` options.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    // [config hook] --config and what it sets beyond the flags (see `crate::config`).
+    // [config hook] --config and what it sets beyond the flags (see the config module).
     /// A reference YAML config (stage_1, stage_2, transport, sampler, guidance, misc,
     /// training, gan); flags given on the command line override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Settings of --config that no flag expresses (filled in by `config::apply_config`).
     #[arg(skip)]
-    pub plan: Option<crate::config::TrainPlan>,
+    pub plan: Option<crate::config::plan::TrainPlan>,
     /// 1 trains the decoder, 2 the DiT-DH. Default: the whole tiny pipeline when no RAE is
     /// given, else stage 2.
     #[arg(long)]
@@ -218,14 +218,14 @@ pub struct TrainArgs {
 /// `sample` options.
 #[derive(Debug, Clone, Args)]
 pub struct SampleArgs {
-    // [config hook] --config and what it sets beyond the flags (see `crate::config`).
+    // [config hook] --config and what it sets beyond the flags (see the config module).
     /// A reference YAML config (stage_1, stage_2, sampler, guidance, misc); flags given on
     /// the command line override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Settings of --config that no flag expresses (filled in by `config::apply_config`).
     #[arg(skip)]
-    pub plan: Option<crate::config::SamplePlan>,
+    pub plan: Option<crate::config::plan::SamplePlan>,
     /// DiT-DH checkpoint (its EMA weights are used when present). Default:
     /// runs/default/dit-train.safetensors.
     #[arg(long)]

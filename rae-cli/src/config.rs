@@ -17,7 +17,8 @@
 //! folder.
 
 mod apply;
-mod plan;
+pub mod plan;
+mod read_plan;
 mod schema;
 pub mod yaml;
 
@@ -30,7 +31,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use rae_core::json::JsonValue;
 use yaml_rust2::Yaml;
 
-pub use plan::{dit_for_sample, load_dit_with, SamplePlan, SchedulePlan, Span, TrainPlan};
+pub use plan::{dit_for_sample, SamplePlan, SchedulePlan, Span, TrainPlan};
 pub use yaml::{MAX_CONFIG_BYTES, MAX_YAML_DEPTH};
 
 use crate::cli::{Cli, Command};

@@ -167,3 +167,13 @@ pub fn check_dit_checkpoint(path: &Path) -> CliResult<Option<TensorFile>> {
     }
     Ok(file)
 }
+
+/// Loads DiT weights (`.safetensors` or `.pt`; the `ema` half of a training checkpoint when
+/// present, §3.8) into a model of the explicit configuration `cfg`.
+pub fn load_dit_with<B: Backend>(
+    b: &B,
+    path: &Path,
+    cfg: rae_core::models::DitConfig,
+) -> CliResult<DitDh<B>> {
+    dit_from_file(b, &load_tensor_file(path)?, path, cfg)
+}

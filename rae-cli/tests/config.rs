@@ -187,7 +187,9 @@ fn stage2_training_config_equals_its_flags() {
     // ImageNet at batch 1024: 1251 steps per epoch; the §5.1 schedule and 1400 epochs.
     let spe = 1251;
     assert_eq!(
-        plan.lr_schedule(spe, &y).unwrap().unwrap(),
+        plan.lr_schedule(spe, y.lr, y.final_lr, y.warmup_steps)
+            .unwrap()
+            .unwrap(),
         LrSchedule::stage2_reference(spe).unwrap()
     );
     assert_eq!(plan.total_steps(None, spe), Some(1400 * spe));
@@ -213,7 +215,10 @@ fn stage2_training_config_equals_its_flags() {
     let p = o.plan.clone().unwrap();
     assert!(p.dit.is_none());
     assert_eq!(p.total_steps(o.max_steps, spe), None);
-    let s = p.lr_schedule(spe, &o).unwrap().unwrap();
+    let s = p
+        .lr_schedule(spe, o.lr, o.final_lr, o.warmup_steps)
+        .unwrap()
+        .unwrap();
     assert_eq!((s.base_lr, s.final_lr), (1e-3, 2e-5));
     assert_eq!(s.warmup_steps, 40 * spe);
 }
@@ -250,7 +255,9 @@ fn stage1_training_config_equals_its_flags() {
     assert!(plan.dit.is_none());
     let spe = 2502;
     assert_eq!(
-        plan.lr_schedule(spe, &y).unwrap().unwrap(),
+        plan.lr_schedule(spe, y.lr, y.final_lr, y.warmup_steps)
+            .unwrap()
+            .unwrap(),
         LrSchedule::stage1_reference(spe).unwrap()
     );
     assert_eq!(plan.total_steps(None, spe), Some(16 * spe));

@@ -120,7 +120,7 @@ impl Job for SampleJob {
             Some(p) => {
                 // [config hook] guidance.guidance_model.params of a reference YAML.
                 let g = match crate::config::dit_for_sample(a.plan.as_ref(), true, latent) {
-                    Some(cfg) => crate::config::load_dit_with(b, p, cfg?)?,
+                    Some(cfg) => crate::store::load_dit_with(b, p, cfg?)?,
                     None => crate::store::load_dit(
                         b,
                         p,

@@ -26,7 +26,7 @@ pub(super) fn schedule(
     if let Some(s) = a
         .plan
         .as_ref()
-        .and_then(|p| p.lr_schedule(steps_per_epoch, a))
+        .and_then(|p| p.lr_schedule(steps_per_epoch, a.lr, a.final_lr, a.warmup_steps))
     {
         return s;
     }
