@@ -80,7 +80,7 @@ fn trainer(b: &CpuBackend, lr: f64) -> Stage2Trainer<CpuBackend> {
 fn batch(b: &CpuBackend, step: u64) -> (Tensor<CpuBackend>, Vec<u32>) {
     let n = BS * 16;
     let z: Vec<f32> = (0..n)
-        .map(|i| ((i as f32 * 0.37 + step as f32 * 1.3).sin()))
+        .map(|i| (i as f32 * 0.37 + step as f32 * 1.3).sin())
         .collect();
     let labels = (0..BS).map(|i| ((i as u64 + step) % 3) as u32).collect();
     (b.upload(&z, &[BS, 4, 2, 2]).unwrap(), labels)
