@@ -116,6 +116,34 @@ pub struct AttentionGrads<B: Backend> {
     pub dv: Tensor<B>,
 }
 
+/// What [`Backend::attention_fused`] keeps for its backward.
+#[derive(Debug, Clone)]
+pub enum AttentionState<B: Backend> {
+    /// The probabilities `[.., N, N]` (composite path), for [`Backend::attention_backward`].
+    Probs(Tensor<B>),
+    /// The row log-sum-exp `[.., N]` of the scaled scores, `P = exp(q·kᵀ·scale − lse)`, of
+    /// a fused kernel that never stores `P`; for [`Backend::attention_fused_backward`].
+    Lse(Tensor<B>),
+}
+
+/// Validates the arguments of [`Backend::attention_fused_backward`]: `q`, `k`, `v`, `o`,
+/// `dout` of one shape `[.., N, hd]` and `lse` `[.., N]`.
+pub fn check_attention_lse<B: Backend>(
+    q: &Tensor<B>,
+    k: &Tensor<B>,
+    v: &Tensor<B>,
+    o: &Tensor<B>,
+    lse: &Tensor<B>,
+    dout: &Tensor<B>,
+) -> Result<()> {
+    check::attention(q, k, v)?;
+    let op = "attention_fused_backward (o, dout, lse vs q)";
+    check::same_shape(op, q.shape(), o.shape())?;
+    check::same_shape(op, q.shape(), dout.shape())?;
+    let d = q.dims();
+    check::same_shape(op, &crate::Shape::new(&d[..d.len() - 1])?, lse.shape())
+}
+
 /// One AdamW update's scalars (PyTorch semantics: decoupled decay, bias correction).
 ///
 /// `p ← p − lr·wd·p;  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²;`
@@ -503,6 +531,38 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
         let dq = self.matmul(&ds, k, false, false)?;
         let dk = self.matmul(&ds, q, true, false)?;
         Ok(AttentionGrads { dq, dk, dv })
+    }
+
+    /// [`Backend::attention`] for training, keeping what the backend chooses for the
+    /// backward: the probabilities (this default) or, for a fused kernel, only the row
+    /// log-sum-exp ([`AttentionState::Lse`]: `O(N)` instead of `O(N²)` per head).
+    fn attention_fused(
+        &self,
+        q: &Tensor<Self>,
+        k: &Tensor<Self>,
+        v: &Tensor<Self>,
+        scale: f32,
+    ) -> Result<(Tensor<Self>, AttentionState<Self>)> {
+        let (o, p) = self.attention(q, k, v, scale)?;
+        Ok((o, AttentionState::Probs(p)))
+    }
+
+    /// Backward of [`Backend::attention_fused`] after [`AttentionState::Lse`], from its output
+    /// `o` and `lse`. This default recomputes the probabilities with the composite forward;
+    /// a fused backend recomputes them block by block from `lse`, with `rowsum(dout ⊙ o)`.
+    fn attention_fused_backward(
+        &self,
+        q: &Tensor<Self>,
+        k: &Tensor<Self>,
+        v: &Tensor<Self>,
+        o: &Tensor<Self>,
+        lse: &Tensor<Self>,
+        dout: &Tensor<Self>,
+        scale: f32,
+    ) -> Result<AttentionGrads<Self>> {
+        check_attention_lse(q, k, v, o, lse, dout)?;
+        let (_, p) = self.attention(q, k, v, scale)?;
+        self.attention_backward(q, k, v, &p, dout, scale)
     }
 
     /// Sum of all elements as a `[1]` tensor.

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use rae_core::backend::{
-    AdamWStep, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder, Reduce, Unary,
+    check_attention_lse, AdamWStep, AttentionGrads, AttentionState, Backend, Binary, ModulateGrads,
+    NormGrads, NormStats, PatchOrder, Reduce, Unary,
 };
 use rae_core::{check, Error, PhiloxKey, Result, Shape, Tensor};
 
+use crate::kernels::flash::{self, AttentionKernel};
 use crate::kernels::{
     cond, elementwise, embed, glu, layout, matmul, norm, optim, philox, reduce, rope, softmax,
 };
@@ -66,6 +68,7 @@ pub struct CubeBackend<R: Runtime> {
     name: Arc<str>,
     max_vector: usize,
     matmul: MatmulKernel,
+    attention: AttentionKernel,
     /// Bound where a kernel's optional input is absent (never read, never written).
     placeholder: CubeStorage,
 }
@@ -77,6 +80,7 @@ impl<R: Runtime> Clone for CubeBackend<R> {
             name: self.name.clone(),
             max_vector: self.max_vector,
             matmul: self.matmul,
+            attention: self.attention,
             placeholder: self.placeholder.clone(),
         }
     }
@@ -88,13 +92,15 @@ impl<R: Runtime> fmt::Debug for CubeBackend<R> {
             .field("name", &self.name)
             .field("max_vector", &self.max_vector)
             .field("matmul", &self.matmul)
+            .field("attention", &self.attention)
             .finish()
     }
 }
 
 impl<R: Runtime> CubeBackend<R> {
     /// A backend on an existing client; `name` is what [`Backend::name`] reports (for
-    /// example `"wgpu: llvmpipe"`).
+    /// example `"wgpu: llvmpipe"`). Attention is fused unless `RAE_ATTENTION=composite`
+    /// (see [`AttentionKernel::from_env`]).
     pub fn new(client: ComputeClient<R>, name: impl Into<String>) -> Self {
         let max_vector = client
             .io_optimized_vector_sizes(core::mem::size_of::<f32>())
@@ -110,6 +116,7 @@ impl<R: Runtime> CubeBackend<R> {
             name: Arc::from(name.into()),
             max_vector,
             matmul: MatmulKernel::default(),
+            attention: AttentionKernel::from_env(),
             placeholder,
         }
     }
@@ -123,6 +130,23 @@ impl<R: Runtime> CubeBackend<R> {
     /// The matmul kernel in use.
     pub fn matmul_kernel(&self) -> MatmulKernel {
         self.matmul
+    }
+
+    /// The same backend with another attention path.
+    pub fn with_attention(mut self, kernel: AttentionKernel) -> Self {
+        self.attention = kernel;
+        self
+    }
+
+    /// The attention path in use.
+    pub fn attention_kernel(&self) -> AttentionKernel {
+        self.attention
+    }
+
+    /// Whether [`Backend::attention_fused`] runs the fused kernels for inputs of head dim
+    /// `hd` (the setting, the head dim and the device's shared memory).
+    pub fn fuses_attention(&self, hd: usize) -> bool {
+        self.attention == AttentionKernel::Fused && flash::supports(self, hd)
     }
 
     /// The CubeCL client.
@@ -351,6 +375,43 @@ impl<R: Runtime> Backend for CubeBackend<R> {
     fn softmax_scaled_backward(&self, y: &T<R>, dy: &T<R>, scale: f32) -> Result<T<R>> {
         check::same_shape("softmax_backward", y.shape(), dy.shape())?;
         softmax::softmax_backward(self, y, dy, scale)
+    }
+
+    /// The fused kernels (keeping only the row log-sum-exp) unless the backend is set to
+    /// the composite path or the head dim is not supported.
+    fn attention_fused(
+        &self,
+        q: &T<R>,
+        k: &T<R>,
+        v: &T<R>,
+        scale: f32,
+    ) -> Result<(T<R>, AttentionState<Self>)> {
+        check::attention(q, k, v)?;
+        if q.numel() > 0 && self.fuses_attention(q.shape().last()) {
+            let (o, lse) = flash::forward(self, q, k, v, scale)?;
+            return Ok((o, AttentionState::Lse(lse)));
+        }
+        let (o, p) = self.attention(q, k, v, scale)?;
+        Ok((o, AttentionState::Probs(p)))
+    }
+
+    /// The fused backward, recomputing the probabilities block by block from `lse`.
+    fn attention_fused_backward(
+        &self,
+        q: &T<R>,
+        k: &T<R>,
+        v: &T<R>,
+        o: &T<R>,
+        lse: &T<R>,
+        dout: &T<R>,
+        scale: f32,
+    ) -> Result<AttentionGrads<Self>> {
+        check_attention_lse(q, k, v, o, lse, dout)?;
+        if q.numel() > 0 && flash::supports(self, q.shape().last()) {
+            return flash::backward(self, q, k, v, o, lse, dout, scale);
+        }
+        let (_, p) = self.attention(q, k, v, scale)?;
+        self.attention_backward(q, k, v, &p, dout, scale)
     }
 
     fn rope(&self, x: &T<R>, cos: &T<R>, sin: &T<R>, inverse: bool) -> Result<T<R>> {

@@ -11,7 +11,8 @@
 //! Kernel families (one file each under `kernels/`): element-wise functions and fills,
 //! broadcast conditioning (bias, adaLN modulate/gate), reductions (shared memory only),
 //! matmul (cubek's f32 kernel, with our shared-memory tiled kernel as fallback), LayerNorm
-//! and RMSNorm, softmax (with the attention scale folded in), RoPE, SwiGLU, embeddings and
+//! and RMSNorm, softmax (with the attention scale folded in), fused (flash) attention
+//! forward and backward, RoPE, SwiGLU, embeddings and
 //! Fourier features, layout copies, AdamW/EMA, and Philox fills bit-identical to
 //! `rae_core::rng`. Element-wise kernels load `vec4`s when every length allows and fall
 //! back to `vec2` or scalars otherwise. [`lowering`] expands every kernel variant without
@@ -26,3 +27,4 @@ pub mod lowering;
 
 pub use backend::{CubeBackend, CubeStorage, MatmulKernel};
 pub use cubecl;
+pub use kernels::flash::AttentionKernel;

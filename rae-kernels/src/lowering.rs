@@ -92,6 +92,7 @@ pub fn variants() -> Vec<Variant> {
     kernels::matmul::variants(&mut v);
     kernels::norm::variants(&mut v);
     kernels::softmax::variants(&mut v);
+    kernels::flash::variants(&mut v);
     kernels::rope::variants(&mut v);
     kernels::glu::variants(&mut v);
     kernels::cond::variants(&mut v);

@@ -4,21 +4,23 @@
 use alloc::format;
 
 use super::{Grads, Init, Linear, Module, Param};
-use crate::backend::{Backend, Binary};
+use crate::backend::{AttentionState, Backend, Binary};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// RoPE tables `[N, hd]` shared by all heads (§3.4).
 pub type RopeTables<'a, B> = Option<(&'a Tensor<B>, &'a Tensor<B>)>;
 
-/// What attention saves for its backward.
+/// What attention saves for its backward: the input, the per-head q, k, v, what
+/// [`Backend::attention_fused`] kept (probabilities, or only the row log-sum-exp of a
+/// fused kernel) and the merged output.
 #[derive(Debug, Clone)]
 pub struct AttentionSaved<B: Backend> {
     x: Tensor<B>,
     q: Tensor<B>,
     k: Tensor<B>,
     v: Tensor<B>,
-    p: Tensor<B>,
+    state: AttentionState<B>,
     merged: Tensor<B>,
 }
 
@@ -60,7 +62,13 @@ fn core_forward<B: Backend>(
     v: &Tensor<B>,
     heads: usize,
     rope: RopeTables<'_, B>,
-) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>, Tensor<B>, Tensor<B>)> {
+) -> Result<(
+    Tensor<B>,
+    Tensor<B>,
+    Tensor<B>,
+    AttentionState<B>,
+    Tensor<B>,
+)> {
     let (bsz, n, c) = dims3(q)?;
     if heads == 0 || c % heads != 0 {
         return Err(Error::bad_shape(
@@ -77,9 +85,9 @@ fn core_forward<B: Backend>(
         kh = b.rope(&kh, cos, sin, false)?;
     }
     let scale = 1.0 / libm::sqrtf((c / heads) as f32);
-    let (o, p) = b.attention(&qh, &kh, &vh, scale)?;
+    let (o, state) = b.attention_fused(&qh, &kh, &vh, scale)?;
     let merged = merge_heads(b, &o)?;
-    Ok((qh, kh, vh, p, merged))
+    Ok((qh, kh, vh, state, merged))
 }
 
 /// Backward of the middle: returns `(dq, dk, dv)` as `[B, N, C]`.
@@ -93,7 +101,14 @@ fn core_backward<B: Backend>(
     let (bsz, n, c) = dims3(dmerged)?;
     let dout = split_heads(b, dmerged, bsz, n, heads)?;
     let scale = 1.0 / libm::sqrtf((c / heads) as f32);
-    let g = b.attention_backward(&s.q, &s.k, &s.v, &s.p, &dout, scale)?;
+    let g = match &s.state {
+        AttentionState::Probs(p) => b.attention_backward(&s.q, &s.k, &s.v, p, &dout, scale)?,
+        AttentionState::Lse(lse) => {
+            // The output in head layout again (a copy; the forward kept only the merge).
+            let o = split_heads(b, &s.merged, bsz, n, heads)?;
+            b.attention_fused_backward(&s.q, &s.k, &s.v, &o, lse, &dout, scale)?
+        }
+    };
     let (mut dq, mut dk) = (g.dq, g.dk);
     if let Some((cos, sin)) = rope {
         dq = b.rope(&dq, cos, sin, true)?;
@@ -148,7 +163,7 @@ impl<B: Backend> SeparateAttention<B> {
         let q = self.query.forward(b, x)?;
         let k = self.key.forward(b, x)?;
         let v = self.value.forward(b, x)?;
-        let (q, k, v, p, merged) = core_forward(b, &q, &k, &v, self.heads, None)?;
+        let (q, k, v, state, merged) = core_forward(b, &q, &k, &v, self.heads, None)?;
         let y = self.out.forward(b, &merged)?;
         Ok((
             y,
@@ -157,7 +172,7 @@ impl<B: Backend> SeparateAttention<B> {
                 q,
                 k,
                 v,
-                p,
+                state,
                 merged,
             },
         ))
@@ -229,7 +244,7 @@ impl<B: Backend> FusedAttention<B> {
         let q = b.slice_mid(&qkv, view, 0, 1)?.reshape(&[bsz, n, c])?;
         let k = b.slice_mid(&qkv, view, 1, 1)?.reshape(&[bsz, n, c])?;
         let v = b.slice_mid(&qkv, view, 2, 1)?.reshape(&[bsz, n, c])?;
-        let (q, k, v, p, merged) = core_forward(b, &q, &k, &v, self.heads, rope)?;
+        let (q, k, v, state, merged) = core_forward(b, &q, &k, &v, self.heads, rope)?;
         let y = self.proj.forward(b, &merged)?;
         Ok((
             y,
@@ -238,7 +253,7 @@ impl<B: Backend> FusedAttention<B> {
                 q,
                 k,
                 v,
-                p,
+                state,
                 merged,
             },
         ))

@@ -4,6 +4,8 @@
 pub(crate) mod cond;
 pub(crate) mod elementwise;
 pub(crate) mod embed;
+pub(crate) mod flash;
+pub(crate) mod flash_backward;
 pub(crate) mod glu;
 pub(crate) mod layout;
 pub(crate) mod matmul;
