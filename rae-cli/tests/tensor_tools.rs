@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod zipfile;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -165,58 +167,6 @@ fn inspect_of_two_hundred_thousand_tensors_is_linear() {
 // ---------------------------------------------------------------------------------------
 // `.pt` files: a stored zip and a hand-assembled pickle.
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A stored zip of `entries` (no ZIP64).
-fn make_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let (mut out, mut central) = (Vec::new(), Vec::new());
-    for (name, data) in entries {
-        let offset = out.len() as u32;
-        let crc = crc32(data);
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        out.extend(crc.to_le_bytes());
-        out.extend((data.len() as u32).to_le_bytes());
-        out.extend((data.len() as u32).to_le_bytes());
-        out.extend((name.len() as u16).to_le_bytes());
-        out.extend(0u16.to_le_bytes());
-        out.extend(name.as_bytes());
-        out.extend(*data);
-        central.extend(0x0201_4b50u32.to_le_bytes());
-        central.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        central.extend(crc.to_le_bytes());
-        central.extend((data.len() as u32).to_le_bytes());
-        central.extend((data.len() as u32).to_le_bytes());
-        central.extend((name.len() as u16).to_le_bytes());
-        central.extend([0u8; 12]);
-        central.extend(offset.to_le_bytes());
-        central.extend(name.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    out.extend(&central);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    out.extend([0u8; 4]);
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((central.len() as u32).to_le_bytes());
-    out.extend(cd_offset.to_le_bytes());
-    out.extend(0u16.to_le_bytes());
-    out
-}
-
 /// Pickle ops pushing `_rebuild_tensor_v2` of a whole 1-D storage `key` of `class`.
 fn tensor_ops(class: &str, key: &str, numel: u8) -> Vec<u8> {
     let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((\x8c\x07storage".to_vec();
@@ -239,11 +189,14 @@ fn pt_files_are_listed_without_their_data_and_converted_in_their_dtype() {
     p.extend(b"\x8c\x01h");
     p.extend(tensor_ops("HalfStorage", "1", 1));
     p.extend(b"u.");
-    let file = make_zip(&[
-        ("m/data.pkl", &p),
-        ("m/data/0", &[9, 8, 7, 6, 5, 4]),
-        ("m/data/1", &[0x00, 0xC0]),
-    ]);
+    let file = zipfile::make_zip(
+        &[
+            ("m/data.pkl", &p),
+            ("m/data/0", &[9, 8, 7, 6, 5, 4]),
+            ("m/data/1", &[0x00, 0xC0]),
+        ],
+        false,
+    );
     let input = dir.join("small.pt");
     std::fs::write(&input, file).unwrap();
     let lines = inspect(&input).unwrap();
@@ -271,7 +224,7 @@ fn pt_files_are_listed_without_their_data_and_converted_in_their_dtype() {
     p.extend(std::iter::repeat_n([b'h', 0], 299).flatten());
     p.extend([b'l', b'.']);
     let bomb = dir.join("bomb.pt");
-    std::fs::write(&bomb, make_zip(&[("m/data.pkl", &p)])).unwrap();
+    std::fs::write(&bomb, zipfile::make_zip(&[("m/data.pkl", &p)], false)).unwrap();
     for e in [
         inspect(&bomb).unwrap_err().to_string(),
         convert(&bomb, &dir.join("never.safetensors"))
