@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use rae_core::{Backend, CpuBackend};
+use rae_core::{Backend, CpuBackend, Precision};
 
 use crate::errors::{CliError, CliResult};
 
@@ -78,31 +78,51 @@ fn wgpu(device: Option<usize>, gpu_only: bool) -> CliResult<rae_backend_wgpu::Wg
         .map_err(|e| CliError::new(format!("--backend wgpu: {e}")))
 }
 
-fn announce<B: Backend>(b: &B, device: Option<usize>) {
-    match device {
-        Some(d) => eprintln!("backend: {} (device {d})", b.name()),
-        None => eprintln!("backend: {}", b.name()),
+/// The line that says which backend, device and precision a command runs on, and the
+/// line of a precision fallback (`asked` was given but the device cannot do it).
+pub fn announcement<B: Backend>(b: &B, device: Option<usize>, asked: Option<Precision>) -> String {
+    let dev = device.map(|d| format!(" (device {d})")).unwrap_or_default();
+    let mut line = format!("backend: {}{dev}, precision {}", b.name(), b.precision());
+    if let Some(p) = asked.filter(|&p| p != b.precision()) {
+        line.push_str(&format!(
+            "\nprecision: {p} needs tensor cores for {p} operands, which {} lacks; computing in {}",
+            b.name(),
+            b.precision()
+        ));
     }
+    line
 }
 
-/// Runs `job` on the chosen backend, printing which one (and which device) it uses. A
-/// backend that is not compiled in or not present is an error that says so.
+fn announce<B: Backend>(b: &B, device: Option<usize>, asked: Option<Precision>) {
+    eprintln!("{}", announcement(b, device, asked));
+}
+
+/// The CPU backend in `asked` (f32 by default; tf32 and bf16 are emulated).
+fn cpu(asked: Option<Precision>) -> CpuBackend {
+    CpuBackend::with_precision(asked.unwrap_or_default())
+}
+
+/// Runs `job` on the chosen backend in the precision asked for (§7.5: tf32 by default on
+/// CUDA, f32 elsewhere), printing which backend, device and precision it uses. A backend
+/// that is not compiled in or not present is an error that says so.
 pub fn dispatch<J: Job>(
     choice: BackendChoice,
     device: Option<usize>,
+    precision: Option<Precision>,
     job: J,
 ) -> CliResult<J::Output> {
     match choice {
         BackendChoice::Cpu => {
-            let b = CpuBackend::new();
-            announce(&b, None);
+            let b = cpu(precision);
+            announce(&b, None, precision);
             job.run(&b)
         }
         BackendChoice::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                let b = cuda(device.unwrap_or(0))?;
-                announce(&b, Some(device.unwrap_or(0)));
+                let b =
+                    cuda(device.unwrap_or(0))?.with_precision(precision.unwrap_or(Precision::Tf32));
+                announce(&b, Some(device.unwrap_or(0)), precision);
                 job.run(&b)
             }
             #[cfg(not(feature = "cuda"))]
@@ -116,8 +136,8 @@ pub fn dispatch<J: Job>(
         BackendChoice::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
-                let b = wgpu(device, false)?;
-                announce(&b, device);
+                let b = wgpu(device, false)?.with_precision(precision.unwrap_or_default());
+                announce(&b, device, precision);
                 job.run(&b)
             }
             #[cfg(not(feature = "wgpu"))]
@@ -131,16 +151,18 @@ pub fn dispatch<J: Job>(
         BackendChoice::Auto => {
             #[cfg(feature = "cuda")]
             if let Ok(b) = cuda(device.unwrap_or(0)) {
-                announce(&b, Some(device.unwrap_or(0)));
+                let b = b.with_precision(precision.unwrap_or(Precision::Tf32));
+                announce(&b, Some(device.unwrap_or(0)), precision);
                 return job.run(&b);
             }
             #[cfg(feature = "wgpu")]
             if let Ok(b) = wgpu(device, true) {
-                announce(&b, device);
+                let b = b.with_precision(precision.unwrap_or_default());
+                announce(&b, device, precision);
                 return job.run(&b);
             }
-            let b = CpuBackend::new();
-            announce(&b, None);
+            let b = cpu(precision);
+            announce(&b, None, precision);
             job.run(&b)
         }
     }

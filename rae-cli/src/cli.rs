@@ -14,6 +14,12 @@ pub struct Cli {
     /// Device index for GPU backends.
     #[arg(long, global = true)]
     pub device: Option<usize>,
+    /// Matrix-product precision: fp32, tf32 (tensor cores on f32 data; the default on CUDA,
+    /// like the reference's allow_tf32) or bf16 (operands in bfloat16, f32 accumulation,
+    /// as autocast). Storage stays f32. Without tensor cores: fp32, with a note; the CPU
+    /// backend emulates the rounding. YAML: `misc.precision`.
+    #[arg(long, global = true)]
+    pub precision: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -274,15 +274,23 @@ pub fn apply_config(cli: &mut Cli, matches: &ArgMatches) -> CliResult<Vec<String
     };
     let explicit = explicit_ids(sub);
     let is = |id: &str| explicit.contains(id);
+    let config = match &cli.command {
+        Command::Train(a) if name == "train" => a.config.clone(),
+        Command::Sample(a) if name == "sample" => a.config.clone(),
+        _ => None,
+    };
+    let Some(path) = config else {
+        return Ok(Vec::new());
+    };
+    let rc = RefConfig::load(&path)?;
+    if !is("precision") {
+        if let Some(p) = rc.string("misc.precision")? {
+            cli.precision = Some(p);
+        }
+    }
     match &mut cli.command {
-        Command::Train(a) if name == "train" => match a.config.clone() {
-            Some(p) => RefConfig::load(&p)?.apply_train(a, &is),
-            None => Ok(Vec::new()),
-        },
-        Command::Sample(a) if name == "sample" => match a.config.clone() {
-            Some(p) => RefConfig::load(&p)?.apply_sample(a, &is),
-            None => Ok(Vec::new()),
-        },
+        Command::Train(a) => rc.apply_train(a, &is),
+        Command::Sample(a) => rc.apply_sample(a, &is),
         _ => Ok(Vec::new()),
     }
 }

@@ -5,20 +5,26 @@ use rae_cli::backends::{dispatch, BackendChoice};
 use rae_cli::cli::{Cli, Command};
 use rae_cli::commands::{codec, eval, sample, stats, tools, train};
 use rae_cli::CliResult;
+use rae_core::Precision;
 
 fn run(cli: Cli) -> CliResult<()> {
     let choice: BackendChoice = cli.backend.parse()?;
+    let prec = cli
+        .precision
+        .as_deref()
+        .map(|s| Precision::parse(s, "--precision"))
+        .transpose()?;
     rae_cli::limits::check_command(&cli.command)?;
     match cli.command {
-        Command::Train(a) => dispatch(choice, cli.device, train::TrainJob(a)),
-        Command::Sample(a) => dispatch(choice, cli.device, sample::SampleJob(a)).map(|_| ()),
-        Command::Encode(a) => dispatch(choice, cli.device, codec::EncodeJob(a)),
-        Command::Decode(a) => dispatch(choice, cli.device, codec::DecodeJob(a)),
+        Command::Train(a) => dispatch(choice, cli.device, prec, train::TrainJob(a)),
+        Command::Sample(a) => dispatch(choice, cli.device, prec, sample::SampleJob(a)).map(|_| ()),
+        Command::Encode(a) => dispatch(choice, cli.device, prec, codec::EncodeJob(a)),
+        Command::Decode(a) => dispatch(choice, cli.device, prec, codec::DecodeJob(a)),
         Command::Reconstruct(a) => {
-            dispatch(choice, cli.device, codec::ReconstructJob(a)).map(|_| ())
+            dispatch(choice, cli.device, prec, codec::ReconstructJob(a)).map(|_| ())
         }
-        Command::Stats(a) => dispatch(choice, cli.device, stats::StatsJob(a)),
-        Command::Eval(a) => dispatch(choice, cli.device, eval::EvalJob(a)).map(|_| ()),
+        Command::Stats(a) => dispatch(choice, cli.device, prec, stats::StatsJob(a)),
+        Command::Eval(a) => dispatch(choice, cli.device, prec, eval::EvalJob(a)).map(|_| ()),
         Command::Inspect { file } => {
             for line in tools::inspect(&file)? {
                 println!("{line}");

@@ -27,7 +27,7 @@ use rae_core::CpuBackend;
 
 mod common;
 use common::{down, up, Gen, T};
-const BE: CpuBackend = CpuBackend;
+const BE: CpuBackend = CpuBackend::new();
 
 /// Relative error above which a gradient is wrong.
 const TOL: f64 = 1e-2;

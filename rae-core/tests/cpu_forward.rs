@@ -17,7 +17,7 @@ use rae_core::{CpuBackend, Result};
 
 mod common;
 use common::{down, up, Gen, T};
-const BE: CpuBackend = CpuBackend;
+const BE: CpuBackend = CpuBackend::new();
 
 // ------------------------------------------------------------------------------ helpers
 

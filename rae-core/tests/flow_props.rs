@@ -17,7 +17,7 @@ use rae_core::{CpuBackend, Error, PhiloxKey, Result};
 mod common;
 use common::{down, up, T};
 
-const B: CpuBackend = CpuBackend;
+const B: CpuBackend = CpuBackend::new();
 
 /// A host-computed element-wise field `v_i = f(x_i, t)` wrapped as a backend closure.
 fn host_field(f: impl Fn(f64, f64) -> f64) -> impl FnMut(&T, f32) -> Result<T> {

@@ -12,7 +12,7 @@ use rae_core::optim::{
 use rae_core::{Backend, CpuBackend, Error, Tensor};
 
 type T = Tensor<CpuBackend>;
-const B: CpuBackend = CpuBackend;
+const B: CpuBackend = CpuBackend::new();
 
 fn up(v: &[f32]) -> T {
     B.upload(v, &[v.len()]).unwrap()

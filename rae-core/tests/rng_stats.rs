@@ -9,7 +9,7 @@ use rae_core::backend::Backend;
 use rae_core::rng::{self, PhiloxStream};
 use rae_core::{CpuBackend, PhiloxKey};
 
-const BE: CpuBackend = CpuBackend;
+const BE: CpuBackend = CpuBackend::new();
 
 /// Number of draws for the statistical tests.
 const N_STAT: usize = 1_000_000;

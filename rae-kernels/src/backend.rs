@@ -11,7 +11,7 @@ use rae_core::backend::{
     check_attention_lse, AdamWStep, AttentionGrads, AttentionState, Backend, Binary, ModulateGrads,
     NormGrads, NormStats, PatchOrder, Reduce, Unary,
 };
-use rae_core::{check, Error, PhiloxKey, Result, Shape, Tensor};
+use rae_core::{check, Error, PhiloxKey, Precision, Result, Shape, Tensor};
 
 use crate::kernels::flash::{self, AttentionKernel};
 use crate::kernels::{
@@ -69,6 +69,10 @@ pub struct CubeBackend<R: Runtime> {
     max_vector: usize,
     matmul: MatmulKernel,
     attention: AttentionKernel,
+    pub(crate) precision: Precision,
+    /// Whether matrix products in `precision` run on tensor cores (else operands are
+    /// rounded by a kernel and multiplied in f32, emulating them).
+    pub(crate) tensor_core_matmul: bool,
     /// Bound where a kernel's optional input is absent (never read, never written).
     placeholder: CubeStorage,
 }
@@ -81,6 +85,8 @@ impl<R: Runtime> Clone for CubeBackend<R> {
             max_vector: self.max_vector,
             matmul: self.matmul,
             attention: self.attention,
+            precision: self.precision,
+            tensor_core_matmul: self.tensor_core_matmul,
             placeholder: self.placeholder.clone(),
         }
     }
@@ -93,6 +99,7 @@ impl<R: Runtime> fmt::Debug for CubeBackend<R> {
             .field("max_vector", &self.max_vector)
             .field("matmul", &self.matmul)
             .field("attention", &self.attention)
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -117,6 +124,8 @@ impl<R: Runtime> CubeBackend<R> {
             max_vector,
             matmul: MatmulKernel::default(),
             attention: AttentionKernel::from_env(),
+            precision: Precision::Fp32,
+            tensor_core_matmul: false,
             placeholder,
         }
     }
@@ -218,6 +227,10 @@ impl<R: Runtime> Backend for CubeBackend<R> {
 
     fn name(&self) -> String {
         self.name.to_string()
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn upload(&self, data: &[f32], dims: &[usize]) -> Result<T<R>> {
@@ -388,7 +401,8 @@ impl<R: Runtime> Backend for CubeBackend<R> {
     ) -> Result<(T<R>, AttentionState<Self>)> {
         check::attention(q, k, v)?;
         if q.numel() > 0 && self.fuses_attention(q.shape().last()) {
-            let (o, lse) = flash::forward(self, q, k, v, scale)?;
+            let (q, k, v) = self.attention_operands(q, k, v)?;
+            let (o, lse) = flash::forward(self, &q, &k, &v, scale)?;
             return Ok((o, AttentionState::Lse(lse)));
         }
         let (o, p) = self.attention(q, k, v, scale)?;
@@ -408,7 +422,8 @@ impl<R: Runtime> Backend for CubeBackend<R> {
     ) -> Result<AttentionGrads<Self>> {
         check_attention_lse(q, k, v, o, lse, dout)?;
         if q.numel() > 0 && flash::supports(self, q.shape().last()) {
-            return flash::backward(self, q, k, v, o, lse, dout, scale);
+            let (q, k, v) = self.attention_operands(q, k, v)?;
+            return flash::backward(self, &q, &k, &v, o, lse, dout, scale);
         }
         let (_, p) = self.attention(q, k, v, scale)?;
         self.attention_backward(q, k, v, &p, dout, scale)

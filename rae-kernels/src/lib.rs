@@ -13,8 +13,8 @@
 //! matmul (cubek's f32 kernel, with our shared-memory tiled kernel as fallback), LayerNorm
 //! and RMSNorm, softmax (with the attention scale folded in), fused (flash) attention
 //! forward and backward, RoPE, SwiGLU, embeddings and
-//! Fourier features, layout copies, AdamW/EMA, and Philox fills bit-identical to
-//! `rae_core::rng`. Element-wise kernels load `vec4`s when every length allows and fall
+//! Fourier features, layout copies, AdamW/EMA, Philox fills bit-identical to
+//! `rae_core::rng`, and the operand rounding of `--precision tf32|bf16` (§7.5). Element-wise kernels load `vec4`s when every length allows and fall
 //! back to `vec2` or scalars otherwise. [`lowering`] expands every kernel variant without
 //! a device, so CUDA's compiler can be checked on machines without a GPU.
 
@@ -24,6 +24,7 @@ mod backend;
 pub mod kernels;
 mod launch;
 pub mod lowering;
+mod precision;
 
 pub use backend::{CubeBackend, CubeStorage, MatmulKernel};
 pub use cubecl;

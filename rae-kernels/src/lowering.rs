@@ -100,6 +100,7 @@ pub fn variants() -> Vec<Variant> {
     kernels::layout::variants(&mut v);
     kernels::optim::variants(&mut v);
     kernels::philox::variants(&mut v);
+    kernels::round::variants(&mut v);
     v
 }
 

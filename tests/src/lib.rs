@@ -5,4 +5,5 @@
 //! helpers live here; the tests are under `tests/tests/`.
 
 pub mod conformance;
+pub mod synthetic;
 pub mod util;

@@ -88,6 +88,8 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
             "null_label",
             "time_dist_shift_dim",
             "time_dist_shift_base",
+            // Ours: the reference takes it as `--precision` only (§7.5).
+            "precision",
         ],
         "training" => &[
             "epochs",

@@ -5,6 +5,29 @@ use alloc::vec::Vec;
 
 use super::par;
 use crate::check::MatmulDims;
+use crate::error::Result;
+use crate::limits::try_copy;
+use crate::precision::Precision;
+
+/// [`matmul`] on operands first rounded to `precision` (§7.5: what tensor cores compute,
+/// f32 accumulation); plain [`matmul`] for f32.
+pub fn matmul_in(
+    precision: Precision,
+    a: &[f32],
+    b: &[f32],
+    d: &MatmulDims,
+    ta: bool,
+    tb: bool,
+) -> Result<Vec<f32>> {
+    if precision == Precision::Fp32 {
+        return Ok(matmul(a, b, d, ta, tb));
+    }
+    let mut ra = try_copy("matmul operand", a)?;
+    let mut rb = try_copy("matmul operand", b)?;
+    precision.round_slice(&mut ra);
+    precision.round_slice(&mut rb);
+    Ok(matmul(&ra, &rb, d, ta, tb))
+}
 
 /// Strides of one operand of `[rows, cols]` logical shape stored plain or transposed.
 #[derive(Debug, Clone, Copy)]

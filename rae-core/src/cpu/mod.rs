@@ -15,18 +15,30 @@ use crate::backend::{
 };
 use crate::check;
 use crate::error::Result;
+use crate::precision::Precision;
 use crate::rng::{self, PhiloxKey};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
-/// The CPU backend: storage is a reference-counted host vector.
+/// The CPU backend: storage is a reference-counted host vector. Matrix products and
+/// attention round their operands to the chosen [`Precision`] (§7.5), emulating what a GPU's
+/// tensor cores do, so that `tf32` and `bf16` numerics can be tested on a CPU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    precision: Precision,
+}
 
 impl CpuBackend {
-    /// A CPU backend.
-    pub fn new() -> Self {
-        CpuBackend
+    /// A CPU backend in f32.
+    pub const fn new() -> Self {
+        CpuBackend {
+            precision: Precision::Fp32,
+        }
+    }
+
+    /// The same backend with matrix-product operands rounded to `precision`.
+    pub const fn with_precision(precision: Precision) -> Self {
+        CpuBackend { precision }
     }
 }
 
@@ -77,6 +89,10 @@ impl Backend for CpuBackend {
 
     fn name(&self) -> String {
         String::from("cpu")
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn upload(&self, host: &[f32], dims: &[usize]) -> Result<T> {
@@ -160,7 +176,7 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, a: &T, b: &T, ta: bool, tb: bool) -> Result<T> {
         let d = check::matmul(a.shape(), b.shape(), ta, tb)?;
-        let out = matmul::matmul(data(a), data(b), &d, ta, tb);
+        let out = matmul::matmul_in(self.precision, data(a), data(b), &d, ta, tb)?;
         Ok(make(out, d.out))
     }
 

@@ -44,10 +44,10 @@ impl Gen {
 
 /// Host data → a CPU tensor of shape `dims`.
 pub fn up(data: &[f32], dims: &[usize]) -> T {
-    CpuBackend.upload(data, dims).unwrap()
+    CpuBackend::new().upload(data, dims).unwrap()
 }
 
 /// A CPU tensor → host data.
 pub fn down(t: &T) -> Vec<f32> {
-    CpuBackend.download(t).unwrap()
+    CpuBackend::new().download(t).unwrap()
 }

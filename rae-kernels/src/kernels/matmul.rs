@@ -10,17 +10,19 @@
 //! [`MatmulKernel::Cubek`] (the default) first asks cubek 0.2's unit-tiled f32 matmul
 //! (`Strategy::SimpleUnit`, plain f32 multiply-adds) and falls back to the tiled kernel
 //! when cubek declines the problem; [`MatmulKernel::CubekCmma`] tries cubek's tensor-core
-//! kernel first, which may compute in reduced precision (tf32), so it is opt-in.
+//! kernel first, which may compute in reduced precision (tf32), so it is opt-in. Under
+//! `--precision tf32|bf16` (§7.5) the tensor-core kernel is the first choice.
 
 use cubecl::prelude::*;
 use rae_core::check::MatmulDims;
-use rae_core::{Result, Tensor};
+use rae_core::{Backend, Precision, Result, Tensor};
 
 use cubek::matmul::definition::MatmulElems;
 use cubek::matmul::launch::{launch_ref, Strategy};
 use cubek::std::InputBinding;
 
 use crate::backend::{CubeBackend, CubeStorage, MatmulKernel};
+use crate::kernels::round;
 use crate::launch::{sarr, tarr, u32_arg};
 use crate::lowering::{input, output, scalar, Variant};
 
@@ -159,6 +161,16 @@ pub(crate) fn matmul<R: Runtime>(
         let z = crate::kernels::elementwise::fill(be, total, 0.0)?;
         return be.tensor(z, d.out);
     }
+    // Operand rounding (§7.5): tensor cores round tf32 themselves; bf16, and any precision
+    // emulated without tensor cores, is rounded here (f32 values, so the products below
+    // are unchanged code).
+    let p = be.precision();
+    let (a, b) = if p == Precision::Fp32 || (p == Precision::Tf32 && be.tensor_core_matmul()) {
+        (a.clone(), b.clone())
+    } else {
+        (round::round(be, a, p)?, round::round(be, b, p)?)
+    };
+    let (a, b) = (&a, &b);
     let out = be.alloc(total)?;
     if be.matmul_kernel() != MatmulKernel::Tiled && cubek(be, a, b, ta, tb, &d, &out) {
         return be.tensor(out, d.out);
@@ -245,14 +257,17 @@ fn cubek<R: Runtime>(
             ),
         )
     };
-    let strategies: &[Strategy] = if be.matmul_kernel() == MatmulKernel::CubekCmma {
-        &[
-            Strategy::SimpleCyclicCmma(Default::default()),
-            Strategy::SimpleUnit(Default::default()),
-        ]
-    } else {
-        &[Strategy::SimpleUnit(Default::default())]
-    };
+    // Tensor cores stage f32 operands as tf32, which is exact for operands already rounded
+    // to bf16 (a bf16 mantissa is a prefix of a tf32 one).
+    let strategies: &[Strategy] =
+        if be.matmul_kernel() == MatmulKernel::CubekCmma || be.tensor_core_matmul() {
+            &[
+                Strategy::SimpleCyclicCmma(Default::default()),
+                Strategy::SimpleUnit(Default::default()),
+            ]
+        } else {
+            &[Strategy::SimpleUnit(Default::default())]
+        };
     for strategy in strategies {
         let (l, r, o) = (lhs.clone(), rhs.clone(), dst.clone());
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

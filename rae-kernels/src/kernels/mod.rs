@@ -14,4 +14,5 @@ pub(crate) mod optim;
 pub(crate) mod philox;
 pub(crate) mod reduce;
 pub(crate) mod rope;
+pub(crate) mod round;
 pub(crate) mod softmax;

@@ -1,0 +1,58 @@
+//! Deterministic synthetic weights, computed bit for bit like
+//! `tools/make_precision_fixtures.py`: a model too large to commit is filled with a
+//! function of each parameter's name and element index on both sides.
+
+use rae_core::nn::{HostTensor, HostTensors};
+use rae_core::Result;
+
+/// FNV-1a, 64 bit, over the UTF-8 bytes of `name`.
+fn fnv1a64(name: &str) -> u64 {
+    name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+    })
+}
+
+/// The splitmix64 finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The values of the parameter `name` of shape `shape` (see the script's docstring).
+pub fn synthetic(name: &str, shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let seed = fnv1a64(name);
+    let scale = if shape.len() >= 2 {
+        (1.0 / ((n / shape[0]) as f64).sqrt()) as f32
+    } else {
+        0.1f32
+    };
+    let norm_weight = shape.len() < 2 && name.ends_with("weight");
+    (0..n as u64)
+        .map(|i| {
+            let z = mix(seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            let u = (z >> 40) as f32 * (1.0 / 16_777_216.0);
+            let s = 2.0f32 * u - 1.0;
+            if norm_weight {
+                1.0f32 + s * scale
+            } else {
+                s * scale
+            }
+        })
+        .collect()
+}
+
+/// Every tensor of `like` (names and shapes) filled with [`synthetic`] values, except those
+/// found in `frozen`, which are copied.
+pub fn fill_like(like: &HostTensors, frozen: &HostTensors) -> Result<HostTensors> {
+    let mut out = HostTensors::new();
+    for (name, t) in like.iter() {
+        let value = match frozen.get(name) {
+            Some(f) => f.clone(),
+            None => HostTensor::new(t.shape.clone(), synthetic(name, &t.shape))?,
+        };
+        out.insert(name, value);
+    }
+    Ok(out)
+}
