@@ -115,9 +115,14 @@ mod tests {
         assert_eq!(p.round(1.0 + 3.0 / 256.0), 1.0 + 1.0 / 64.0);
         assert_eq!(p.round(1.0 + 1.1 / 256.0), 1.0 + 1.0 / 128.0);
         assert_eq!(Precision::Tf32.round(1.0 + 1.0 / 4096.0), 1.0);
+        // tf32: 1 + 3·2^-11 is the tie between 1 + 2^-10 (odd) and 1 + 2^-9 (even).
+        assert_eq!(
+            Precision::Tf32.round(1.0 + 3.0 / 2048.0),
+            1.0 + 2.0 / 1024.0
+        );
         assert_eq!(
             Precision::Tf32.round(1.0 + 1.5 / 2048.0),
-            1.0 + 2.0 / 1024.0
+            1.0 + 1.0 / 1024.0
         );
         assert_eq!(
             Precision::Fp32.round(1.0 + f32::EPSILON),
