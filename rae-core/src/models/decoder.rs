@@ -399,20 +399,5 @@ impl<B: Backend> RaeDecoder<B> {
 }
 
 impl<B: Backend> Module<B> for RaeDecoder<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.embed.visit(f);
-        f(&self.cls);
-        f(&self.pos);
-        self.layers.visit(f);
-        self.norm.visit(f);
-        self.pred.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.embed.visit_mut(f);
-        f(&mut self.cls);
-        f(&mut self.pos);
-        self.layers.visit_mut(f);
-        self.norm.visit_mut(f);
-        self.pred.visit_mut(f);
-    }
+    crate::module_params!(embed, cls, pos, layers, norm, pred);
 }

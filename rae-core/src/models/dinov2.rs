@@ -296,24 +296,15 @@ impl<B: Backend> Dinov2Encoder<B> {
 }
 
 impl<B: Backend> Module<B> for Dinov2Encoder<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        f(&self.cls_token);
-        f(&self.register_tokens);
-        f(&self.mask_token);
-        f(&self.position_embeddings);
-        self.patch_embed.visit(f);
-        self.layers.visit(f);
-        self.layernorm.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        f(&mut self.cls_token);
-        f(&mut self.register_tokens);
-        f(&mut self.mask_token);
-        f(&mut self.position_embeddings);
-        self.patch_embed.visit_mut(f);
-        self.layers.visit_mut(f);
-        self.layernorm.visit_mut(f);
-    }
+    crate::module_params!(
+        cls_token,
+        register_tokens,
+        mask_token,
+        position_embeddings,
+        patch_embed,
+        layers,
+        layernorm
+    );
 }
 
 /// Antialiased bicubic weights when the resize is given as `scale_factor = (out + 0.1)/in`:

@@ -42,14 +42,7 @@ impl<B: Backend> Rope<B> {
 }
 
 impl<B: Backend> Module<B> for Rope<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        f(&self.cos);
-        f(&self.sin);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        f(&mut self.cos);
-        f(&mut self.sin);
-    }
+    crate::module_params!(cos, sin);
 }
 
 /// DiT-DH (or, with `depth_dec = 0`, the plain LightningDiT).
@@ -448,28 +441,16 @@ impl<B: Backend> DitDh<B> {
 }
 
 impl<B: Backend> Module<B> for DitDh<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.x_embedder.visit(f);
-        self.s_embedder.visit(f);
-        self.s_projector.visit(f);
-        self.t_embedder.visit(f);
-        self.y_embedder.visit(f);
-        self.pos_embed.visit(f);
-        self.enc_rope.visit(f);
-        self.dec_rope.visit(f);
-        self.blocks.visit(f);
-        self.final_layer.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.x_embedder.visit_mut(f);
-        self.s_embedder.visit_mut(f);
-        self.s_projector.visit_mut(f);
-        self.t_embedder.visit_mut(f);
-        self.y_embedder.visit_mut(f);
-        self.pos_embed.visit_mut(f);
-        self.enc_rope.visit_mut(f);
-        self.dec_rope.visit_mut(f);
-        self.blocks.visit_mut(f);
-        self.final_layer.visit_mut(f);
-    }
+    crate::module_params!(
+        x_embedder,
+        s_embedder,
+        s_projector,
+        t_embedder,
+        y_embedder,
+        pos_embed,
+        enc_rope,
+        dec_rope,
+        blocks,
+        final_layer
+    );
 }

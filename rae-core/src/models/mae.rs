@@ -297,18 +297,11 @@ impl<B: Backend> MaeEncoder<B> {
 }
 
 impl<B: Backend> Module<B> for MaeEncoder<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        f(&self.cls_token);
-        f(&self.position_embeddings);
-        self.patch_embed.visit(f);
-        self.layers.visit(f);
-        self.layernorm.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        f(&mut self.cls_token);
-        f(&mut self.position_embeddings);
-        self.patch_embed.visit_mut(f);
-        self.layers.visit_mut(f);
-        self.layernorm.visit_mut(f);
-    }
+    crate::module_params!(
+        cls_token,
+        position_embeddings,
+        patch_embed,
+        layers,
+        layernorm
+    );
 }

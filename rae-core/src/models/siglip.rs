@@ -378,16 +378,5 @@ impl<B: Backend> SiglipEncoder<B> {
 }
 
 impl<B: Backend> Module<B> for SiglipEncoder<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.patch_embed.visit(f);
-        f(&self.position_embedding);
-        self.layers.visit(f);
-        self.post_layernorm.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.patch_embed.visit_mut(f);
-        f(&mut self.position_embedding);
-        self.layers.visit_mut(f);
-        self.post_layernorm.visit_mut(f);
-    }
+    crate::module_params!(patch_embed, position_embedding, layers, post_layernorm);
 }

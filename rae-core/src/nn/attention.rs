@@ -3,7 +3,7 @@
 
 use alloc::format;
 
-use super::{Grads, Init, Linear, Module, Param};
+use super::{Grads, Init, Linear, Module};
 use crate::backend::{AttentionState, Backend, Binary};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -195,18 +195,7 @@ impl<B: Backend> SeparateAttention<B> {
 }
 
 impl<B: Backend> Module<B> for SeparateAttention<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.query.visit(f);
-        self.key.visit(f);
-        self.value.visit(f);
-        self.out.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.query.visit_mut(f);
-        self.key.visit_mut(f);
-        self.value.visit_mut(f);
-        self.out.visit_mut(f);
-    }
+    crate::module_params!(query, key, value, out);
 }
 
 /// Attention with one fused `qkv` linear (`[q | k | v]`, each head-major, §3.3) and a
@@ -279,12 +268,5 @@ impl<B: Backend> FusedAttention<B> {
 }
 
 impl<B: Backend> Module<B> for FusedAttention<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.qkv.visit(f);
-        self.proj.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.qkv.visit_mut(f);
-        self.proj.visit_mut(f);
-    }
+    crate::module_params!(qkv, proj);
 }

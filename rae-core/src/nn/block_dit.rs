@@ -8,7 +8,7 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use super::attention::RopeTables;
-use super::{AttentionSaved, FusedAttention, Grads, Init, Linear, Module, Param, RmsNorm};
+use super::{AttentionSaved, FusedAttention, Grads, Init, Linear, Module, RmsNorm};
 use super::{SwiGlu, SwiGluSaved};
 use crate::backend::{Backend, Binary, NormStats, Unary};
 use crate::error::{Error, Result};
@@ -181,20 +181,7 @@ impl<B: Backend> DitBlock<B> {
 }
 
 impl<B: Backend> Module<B> for DitBlock<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.norm1.visit(f);
-        self.attn.visit(f);
-        self.norm2.visit(f);
-        self.mlp.visit(f);
-        self.ada.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.norm1.visit_mut(f);
-        self.attn.visit_mut(f);
-        self.norm2.visit_mut(f);
-        self.mlp.visit_mut(f);
-        self.ada.visit_mut(f);
-    }
+    crate::module_params!(norm1, attn, norm2, mlp, ada);
 }
 
 /// The final layer: `linear(modulate(RMSNorm(h), shift, scale))` with
@@ -296,14 +283,5 @@ impl<B: Backend> FinalLayer<B> {
 }
 
 impl<B: Backend> Module<B> for FinalLayer<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.norm.visit(f);
-        self.linear.visit(f);
-        self.ada.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.norm.visit_mut(f);
-        self.linear.visit_mut(f);
-        self.ada.visit_mut(f);
-    }
+    crate::module_params!(norm, linear, ada);
 }

@@ -232,20 +232,5 @@ impl<B: Backend> VitBlock<B> {
 }
 
 impl<B: Backend> Module<B> for VitBlock<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.norm1.visit(f);
-        self.attn.visit(f);
-        self.ls1.visit(f);
-        self.norm2.visit(f);
-        self.mlp.visit(f);
-        self.ls2.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.norm1.visit_mut(f);
-        self.attn.visit_mut(f);
-        self.ls1.visit_mut(f);
-        self.norm2.visit_mut(f);
-        self.mlp.visit_mut(f);
-        self.ls2.visit_mut(f);
-    }
+    crate::module_params!(norm1, attn, ls1, norm2, mlp, ls2);
 }

@@ -66,12 +66,7 @@ impl<B: Backend> PatchEmbed<B> {
 }
 
 impl<B: Backend> Module<B> for PatchEmbed<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.proj.visit(f)
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.proj.visit_mut(f)
-    }
+    crate::module_params!(proj);
 }
 
 /// Class-label embedding `[num_classes + 1, C]`; row `num_classes` is the null class used
@@ -130,12 +125,7 @@ impl<B: Backend> LabelEmbedder<B> {
 }
 
 impl<B: Backend> Module<B> for LabelEmbedder<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        f(&self.table)
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        f(&mut self.table)
-    }
+    crate::module_params!(table);
 }
 
 /// Gaussian Fourier time embedding: `[sin(2π t W) | cos(2π t W)]` with 256 frozen
@@ -201,16 +191,7 @@ impl<B: Backend> TimestepEmbedder<B> {
 }
 
 impl<B: Backend> Module<B> for TimestepEmbedder<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        f(&self.w);
-        self.fc1.visit(f);
-        self.fc2.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        f(&mut self.w);
-        self.fc1.visit_mut(f);
-        self.fc2.visit_mut(f);
-    }
+    crate::module_params!(w, fc1, fc2);
 }
 
 /// Labels as u32 from the i64 values of a checkpoint or fixture.

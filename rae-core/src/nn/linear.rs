@@ -87,16 +87,5 @@ impl<B: Backend> Linear<B> {
 }
 
 impl<B: Backend> Module<B> for Linear<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        f(&self.weight);
-        if let Some(p) = &self.bias {
-            f(p);
-        }
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        f(&mut self.weight);
-        if let Some(p) = &mut self.bias {
-            f(p);
-        }
-    }
+    crate::module_params!(weight, bias);
 }

@@ -1,7 +1,7 @@
 //! Feed-forward layers: the ViT MLP (`fc2(GELU(fc1(x)))`, §2.2.2, §2.6.2) and SwiGLU
 //! (`w3(SiLU(u1) ⊙ u2)`, §3.3).
 
-use super::{Grads, Init, Linear, Module, Param};
+use super::{Grads, Init, Linear, Module};
 use crate::backend::{Backend, Unary};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -65,14 +65,7 @@ impl<B: Backend> Mlp<B> {
 }
 
 impl<B: Backend> Module<B> for Mlp<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.fc1.visit(f);
-        self.fc2.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.fc1.visit_mut(f);
-        self.fc2.visit_mut(f);
-    }
+    crate::module_params!(fc1, fc2);
 }
 
 /// SwiGLU feed-forward with hidden size `Hd` (see [`SwiGlu::hidden_size`]).
@@ -131,12 +124,5 @@ impl<B: Backend> SwiGlu<B> {
 }
 
 impl<B: Backend> Module<B> for SwiGlu<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.w12.visit(f);
-        self.w3.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.w12.visit_mut(f);
-        self.w3.visit_mut(f);
-    }
+    crate::module_params!(w12, w3);
 }

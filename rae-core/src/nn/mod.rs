@@ -82,10 +82,17 @@ impl<B: Backend> Param<B> {
 }
 
 /// Something made of parameters: layers and models.
+///
+/// Write-backs never rely on the two visits agreeing in order: [`load_module`] and
+/// [`crate::train::set_params`] (and through it the optimiser and the EMA copy) match
+/// parameters by name. Implement both methods with [`module_params!`](crate::module_params)
+/// from one list of fields, so they list the same parameters in the same order anyway.
 pub trait Module<B: Backend> {
-    /// Calls `f` on every parameter, in a fixed order.
+    /// Calls `f` on every parameter, in a fixed order (the order of [`save_module`], of the
+    /// optimiser's moments and of the EMA).
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>));
-    /// Calls `f` on every parameter mutably, in the same order as [`Module::visit`].
+    /// Calls `f` on every parameter mutably: the same parameters as [`Module::visit`] (by
+    /// name); writers match them by name, so the order does not matter.
     fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>));
 
     /// Number of scalar values over all parameters (`trainable_only` skips buffers).
@@ -105,6 +112,37 @@ pub trait Module<B: Backend> {
         self.visit(&mut |p| v.push(p.name.clone()));
         v
     }
+}
+
+/// Implements [`Module::visit`] and [`Module::visit_mut`] inside an
+/// `impl<B: Backend> Module<B> for T` block from one list of fields, each itself a
+/// [`Module`] (a [`Param`], a layer, or an `Option` or `Vec` of them), visited in the listed
+/// order by both methods, so the two cannot drift apart. The impl's backend parameter must be
+/// called `B`.
+///
+/// ```
+/// use rae_core::nn::{Linear, Param};
+/// use rae_core::Backend;
+///
+/// struct Head<B: Backend> {
+///     scale: Param<B>,
+///     proj: Linear<B>,
+/// }
+///
+/// impl<B: Backend> rae_core::nn::Module<B> for Head<B> {
+///     rae_core::module_params!(scale, proj);
+/// }
+/// ```
+#[macro_export]
+macro_rules! module_params {
+    ($($field:ident),+ $(,)?) => {
+        fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a $crate::nn::Param<B>)) {
+            $($crate::nn::Module::visit(&self.$field, f);)+
+        }
+        fn visit_mut(&mut self, f: &mut dyn FnMut(&mut $crate::nn::Param<B>)) {
+            $($crate::nn::Module::visit_mut(&mut self.$field, f);)+
+        }
+    };
 }
 
 impl<B: Backend> Module<B> for Param<B> {

@@ -74,14 +74,7 @@ impl<B: Backend> LayerNorm<B> {
 }
 
 impl<B: Backend> Module<B> for LayerNorm<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        self.weight.visit(f);
-        self.bias.visit(f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        self.weight.visit_mut(f);
-        self.bias.visit_mut(f);
-    }
+    crate::module_params!(weight, bias);
 }
 
 /// RMSNorm with a learnable weight (§3.3; eps 1e-6 in DiT-DH).
@@ -125,10 +118,5 @@ impl<B: Backend> RmsNorm<B> {
 }
 
 impl<B: Backend> Module<B> for RmsNorm<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Param<B>)) {
-        f(&self.weight)
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Param<B>)) {
-        f(&mut self.weight)
-    }
+    crate::module_params!(weight);
 }

@@ -16,9 +16,13 @@ pub use stage2::{stage2_step, stage2_step_reduced, Stage2Config, Stage2Trainer};
 pub use state::{RngState, TrainCheckpoint};
 pub use trainer::{run, GradHook, LoopHooks, NoReduce, RunState, StepOutcome, Trainer};
 
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::backend::Backend;
+use crate::error::{Error, Result};
 use crate::nn::Module;
 use crate::tensor::Tensor;
 
@@ -39,33 +43,123 @@ pub mod streams {
     pub const DATA: u64 = 0x7105;
 }
 
-/// The trainable parameters of `m`, in visiting order.
+/// The trainable parameters of `m`, in [`Module::visit`] order.
 pub fn trainable_params<B: Backend, M: Module<B>>(m: &M) -> Vec<Tensor<B>> {
-    let mut v = Vec::new();
+    named_params(m, true).1
+}
+
+/// All parameters (buffers too), in [`Module::visit`] order: what the EMA averages (§5.1).
+pub fn all_params<B: Backend, M: Module<B>>(m: &M) -> Vec<Tensor<B>> {
+    named_params(m, false).1
+}
+
+/// Names and values of the parameters of `m` (only the trainable ones when
+/// `trainable_only`), in [`Module::visit`] order, gathered in one visit so the two lists
+/// pair up; [`set_params`] takes them back.
+pub fn named_params<B: Backend, M: Module<B>>(
+    m: &M,
+    trainable_only: bool,
+) -> (Vec<String>, Vec<Tensor<B>>) {
+    let (mut names, mut values) = (Vec::new(), Vec::new());
     m.visit(&mut |p| {
-        if p.trainable() {
-            v.push(p.value.clone());
+        if !trainable_only || p.trainable() {
+            names.push(p.name.clone());
+            values.push(p.value.clone());
         }
     });
-    v
+    (names, values)
 }
 
-/// All parameters (buffers too), in visiting order: what the EMA averages (§5.1).
-pub fn all_params<B: Backend, M: Module<B>>(m: &M) -> Vec<Tensor<B>> {
-    let mut v = Vec::new();
-    m.visit(&mut |p| v.push(p.value.clone()));
-    v
-}
-
-/// Writes `values` into the parameters of `m` selected by `trainable_only`, in visiting
-/// order (the inverse of [`trainable_params`] / [`all_params`]).
-pub fn set_params<B: Backend, M: Module<B>>(m: &mut M, values: &[Tensor<B>], trainable_only: bool) {
-    let mut it = values.iter();
-    m.visit_mut(&mut |p| {
-        if !trainable_only || p.trainable() {
-            if let Some(v) = it.next() {
-                p.value = v.clone();
+/// Writes `values[i]` into the parameter of `m` named `names[i]` (the inverse of
+/// [`named_params`]). Parameters are matched by name, never by position, so the order in
+/// which [`Module::visit`] and [`Module::visit_mut`] list them does not matter.
+///
+/// Every parameter selected by `trainable_only` (all of them when false) must receive exactly
+/// one value of its own shape, and every name must be such a parameter; otherwise this is an
+/// error naming the offenders, checked before anything is written. (A module whose
+/// `visit_mut` lists other names than its `visit` can still fail half-way; that is an error
+/// too.)
+pub fn set_params<B: Backend, M: Module<B>>(
+    m: &mut M,
+    names: &[String],
+    values: &[Tensor<B>],
+    trainable_only: bool,
+) -> Result<()> {
+    const WHAT: &str = "set_params";
+    if names.len() != values.len() {
+        return Err(Error::invalid(
+            WHAT,
+            format!("{} names for {} values", names.len(), values.len()),
+        ));
+    }
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, n) in names.iter().enumerate() {
+        if index.insert(n.as_str(), i).is_some() {
+            return Err(Error::invalid(
+                WHAT,
+                format!("parameter {n} is given twice"),
+            ));
+        }
+    }
+    // Check: every selected parameter has a value of its shape, once.
+    let mut problems: Vec<String> = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    m.visit(&mut |p| {
+        if trainable_only && !p.trainable() {
+            return;
+        }
+        match index.get(p.name.as_str()) {
+            None => problems.push(format!("no value for {}", p.name)),
+            Some(&i) => {
+                if !seen.insert(names[i].as_str()) {
+                    problems.push(format!("the model lists {} twice", p.name));
+                } else if values[i].dims() != p.value.dims() {
+                    problems.push(format!(
+                        "{} is {:?}, the value {:?}",
+                        p.name,
+                        p.value.dims(),
+                        values[i].dims()
+                    ));
+                }
             }
         }
     });
+    problems.extend(
+        names
+            .iter()
+            .filter(|n| !seen.contains(n.as_str()))
+            .map(|n| format!("no parameter {n} to receive a value")),
+    );
+    if !problems.is_empty() {
+        let total = problems.len();
+        problems.truncate(8);
+        return Err(Error::invalid(
+            WHAT,
+            format!("{total} mismatches: {}", problems.join("; ")),
+        ));
+    }
+    // Write, again by name.
+    let mut written = 0usize;
+    m.visit_mut(&mut |p| {
+        if trainable_only && !p.trainable() {
+            return;
+        }
+        if let Some(&i) = index.get(p.name.as_str()) {
+            if values[i].dims() == p.value.dims() {
+                p.value = values[i].clone();
+                written += 1;
+            }
+        }
+    });
+    if written != names.len() {
+        return Err(Error::invalid(
+            WHAT,
+            format!(
+                "wrote {written} of {} values: the module's visit_mut lists other parameters \
+                 than its visit",
+                names.len()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! scheduled rate, EMA (§5.1, §2.7.7).
 
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::{all_params, set_params, trainable_params};
@@ -38,9 +39,9 @@ pub struct StepReport {
 pub struct Optimizer<B: Backend> {
     /// Hyper-parameters.
     pub config: OptimizerConfig,
-    /// AdamW moments, one per trainable parameter in visiting order.
+    /// AdamW moments, one per trainable parameter in [`Module::visit`] order.
     pub adamw: AdamW<B>,
-    /// EMA of every parameter in visiting order.
+    /// EMA of every parameter in [`Module::visit`] order.
     pub ema: Ema<B>,
 }
 
@@ -78,12 +79,19 @@ impl<B: Backend> Optimizer<B> {
         grads: &Grads<B>,
         hook: &mut dyn super::GradHook<B>,
     ) -> Result<StepReport> {
-        let mut gs = Vec::new();
+        // Names, values and gradients of the trainable parameters, gathered in one visit so
+        // that they pair up; the update goes back by name.
+        let (mut names, mut params, mut gs): (Vec<String>, Vec<Tensor<B>>, Vec<Tensor<B>>) =
+            (Vec::new(), Vec::new(), Vec::new());
         let mut missing = None;
         model.visit(&mut |p| {
             if p.trainable() {
                 match grads.get(&p.name) {
-                    Some(g) => gs.push(g.clone()),
+                    Some(g) => {
+                        names.push(p.name.clone());
+                        params.push(p.value.clone());
+                        gs.push(g.clone());
+                    }
                     None => {
                         if missing.is_none() {
                             missing = Some(p.name.clone());
@@ -108,9 +116,8 @@ impl<B: Backend> Optimizer<B> {
         })?;
         let (norm, scale) = (clip.total_norm, clip.factor);
         let lr = self.config.schedule.lr(self.step());
-        let mut params: Vec<Tensor<B>> = trainable_params(model);
         self.adamw.step(b, &mut params, &gs, lr, scale)?;
-        set_params(model, &params, true);
+        set_params(model, &names, &params, true)?;
         self.ema.update(b, &all_params(model))?;
         Ok(StepReport {
             lr,
@@ -118,10 +125,26 @@ impl<B: Backend> Optimizer<B> {
         })
     }
 
-    /// A copy of `model` carrying the EMA weights.
+    /// A copy of `model` carrying the EMA weights, written by parameter name.
+    ///
+    /// # Panics
+    ///
+    /// If the EMA does not fit `model` (see [`Optimizer::try_ema_model`]): a programming
+    /// error, as `model` is the model this optimiser was made for.
     pub fn ema_model<M: Module<B> + Clone>(&self, model: &M) -> M {
+        match self.try_ema_model(model) {
+            Ok(m) => m,
+            Err(e) => panic!("EMA weights do not fit the model: {e}"),
+        }
+    }
+
+    /// A copy of `model` carrying the EMA weights, written by parameter name. The EMA holds
+    /// one tensor per parameter in [`Module::visit`] order; a different parameter count, a
+    /// shape mismatch or a module whose `visit_mut` lists other parameters than its `visit`
+    /// is an error.
+    pub fn try_ema_model<M: Module<B> + Clone>(&self, model: &M) -> Result<M> {
         let mut m = model.clone();
-        set_params(&mut m, self.ema.params(), false);
-        m
+        set_params(&mut m, &model.param_names(), self.ema.params(), false)?;
+        Ok(m)
     }
 }
