@@ -1,10 +1,206 @@
-//! Launch geometry and device-memory helpers shared by every kernel family.
+//! What every kernel family needs to launch its kernels and to list their variants: launch
+//! geometry, kernel arguments over device memory, the [`Variant`] of a kernel with its
+//! comptime arguments fixed (expanded without a device by [`crate::lowering`]) and
+//! [`kernel_args!`], which derives both a kernel's launch and its variant from one list of
+//! its arguments.
 
+use cubecl::ir::AddressType;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use rae_core::{Error, Result, Tensor};
 
-use crate::backend::{CubeBackend, CubeStorage};
+use crate::device::{CubeBackend, CubeStorage};
+
+/// How one kernel variant fills a [`KernelBuilder`].
+type Build = Box<dyn Fn(&mut KernelBuilder) + Send + Sync>;
+
+/// One kernel with all its comptime arguments fixed.
+pub struct Variant {
+    /// `"<kernel fn> <comptime choices>"`, e.g. `"unary_kernel op=2 w=4"`.
+    pub name: String,
+    cube_dim: CubeDim,
+    build: Build,
+}
+
+impl std::fmt::Debug for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variant").field("name", &self.name).finish()
+    }
+}
+
+impl Variant {
+    /// A variant called `name` launched with `cube_dim`, whose `build` registers the
+    /// kernel's arguments and expands its body.
+    pub(crate) fn new(
+        name: impl Into<String>,
+        cube_dim: CubeDim,
+        build: impl Fn(&mut KernelBuilder) + Send + Sync + 'static,
+    ) -> Self {
+        Variant {
+            name: name.into(),
+            cube_dim,
+            build: Box::new(build),
+        }
+    }
+
+    /// The kernel function's name (the first word of [`Variant::name`]).
+    pub fn kernel(&self) -> &str {
+        self.name.split(' ').next().unwrap_or(&self.name)
+    }
+
+    /// The kernel definition for a target with `properties`.
+    pub(crate) fn define(&self, properties: cubecl::ir::TargetProperties) -> KernelDefinition {
+        let mut builder = KernelBuilder::default();
+        builder.runtime_properties(properties);
+        AddressType::U32.register(&mut builder.scope);
+        (self.build)(&mut builder);
+        let settings = KernelSettings::default()
+            .cube_dim(self.cube_dim)
+            .address_type(AddressType::U32)
+            .kernel_name(self.name.replace([' ', '=', ','], "_"));
+        builder.build(settings)
+    }
+}
+
+/// An input array argument.
+pub(crate) fn input<C: CubePrimitive>(b: &mut KernelBuilder) -> NativeExpand<Array<C>> {
+    <Array<C> as LaunchArg>::expand(&ArrayCompilationArg { inplace: None }, b)
+}
+
+/// An output array argument.
+pub(crate) fn output<C: CubePrimitive>(b: &mut KernelBuilder) -> NativeExpand<Array<C>> {
+    <Array<C> as LaunchArg>::expand_output(&ArrayCompilationArg { inplace: None }, b)
+}
+
+/// A scalar argument.
+pub(crate) fn scalar<T: LaunchArg<CompilationArg = ()>>(
+    b: &mut KernelBuilder,
+) -> <T as CubeType>::ExpandType {
+    T::expand(&(), b)
+}
+
+/// The vector widths the host code may pick.
+pub(crate) const WIDTHS: [usize; 3] = [1, 2, 4];
+
+/// One source for a kernel's arguments: from the list of a `#[cube(launch_unchecked)]`
+/// kernel's runtime arguments (in signature order, each `input T`, `output T` or
+/// `scalar T`) and, after `;`, its comptime arguments (also in order), generates a module
+/// `$m` with
+///
+/// - `Args<R>`, a struct with one field per argument (`ArrayArg<R>` for arrays), whose
+///   unsafe `launch(be, count, dim[, w])` launches the kernel with them, and
+/// - `variant(choices, dim[, w], comptime...)`, the kernel's [`Variant`] named
+///   `"<kernel> <choices>"` (just the kernel's name when `choices` is empty).
+///
+/// A kernel generic over its vector size is written `kernel<N>`; its launch and variant
+/// take the vector width `w`, and its element type is written `V` (`Vector<f32, N>`):
+///
+/// ```text
+/// kernel_args! {
+///     unary_args: unary_kernel<N> { x: input V, y: output V; op: u32 }
+/// }
+/// // host:     unary_args::Args { x: tarr(x), y: sarr(&out), op }.launch(be, count, dim, w)
+/// // variants: unary_args::variant(&format!("op={op} w={w}"), dim, w, op)
+/// ```
+///
+/// Adding an argument means editing the `#[cube]` signature and this list; the compiler
+/// checks the list's types against the signature through both `launch_unchecked` and
+/// `expand`, and the host function must then fill the new field.
+macro_rules! kernel_args {
+    (@field $r:ident, input, $t:ty) => { ::cubecl::prelude::ArrayArg<$r> };
+    (@field $r:ident, output, $t:ty) => { ::cubecl::prelude::ArrayArg<$r> };
+    (@field $r:ident, scalar, $t:ty) => { $t };
+    (@expand $b:ident, input, $t:ty) => { $crate::launch::input::<$t>($b) };
+    (@expand $b:ident, output, $t:ty) => { $crate::launch::output::<$t>($b) };
+    (@expand $b:ident, scalar, $t:ty) => { $crate::launch::scalar::<$t>($b) };
+    (@struct $k:ident $(, $w:ident)? {
+        $($arg:ident : $kind:ident $ty:ty),+ $(,)? ; $($ct:ident : $cty:ty),* $(,)?
+    }) => {
+        use ::cubecl::prelude::*;
+
+        /// The kernel's arguments, named as in its signature.
+        pub(crate) struct Args<R: Runtime> {
+            $(pub(crate) $arg: $crate::launch::kernel_args!(@field R, $kind, $ty),)+
+            $(pub(crate) $ct: $cty,)*
+        }
+
+        impl<R: Runtime> Args<R> {
+            /// Launches the kernel with these arguments.
+            ///
+            /// # Safety
+            ///
+            /// The arrays must hold every index the kernel's units read or write for
+            /// this grid (see the kernel's host function).
+            pub(crate) unsafe fn launch(
+                self,
+                be: &$crate::device::CubeBackend<R>,
+                count: CubeCount,
+                dim: CubeDim,
+                $($w: usize,)?
+            ) {
+                let Args { $($arg,)+ $($ct,)* } = self;
+                // SAFETY: forwarded to the caller.
+                unsafe {
+                    super::$k::launch_unchecked::<R>(
+                        be.client(), count, dim, $($w,)? $($arg,)+ $($ct,)*
+                    )
+                }
+            }
+        }
+
+        /// `"<kernel> <choices>"`: the kernel's name and the comptime choices it was
+        /// expanded with.
+        fn name(choices: &str) -> String {
+            match choices {
+                "" => String::from(stringify!($k)),
+                c => format!("{} {c}", stringify!($k)),
+            }
+        }
+    };
+    ($m:ident: $k:ident<$n:ident> { $($body:tt)* }) => {
+        pub(crate) mod $m {
+            $crate::launch::kernel_args!(@struct $k, w { $($body)* });
+            $crate::launch::kernel_args!(@variant $k<$n> { $($body)* });
+        }
+    };
+    ($m:ident: $k:ident { $($body:tt)* }) => {
+        pub(crate) mod $m {
+            $crate::launch::kernel_args!(@struct $k { $($body)* });
+            $crate::launch::kernel_args!(@variant $k { $($body)* });
+        }
+    };
+    (@variant $k:ident<$n:ident> {
+        $($arg:ident : $kind:ident $ty:ty),+ $(,)? ; $($ct:ident : $cty:ty),* $(,)?
+    }) => {
+        /// The kernel for vector width `w` and these comptime arguments.
+        pub(crate) fn variant(
+            choices: &str,
+            dim: CubeDim,
+            w: usize,
+            $($ct: $cty),*
+        ) -> $crate::launch::Variant {
+            $crate::launch::Variant::new(name(choices), dim, move |b| {
+                #[allow(dead_code)]
+                type V = Vector<f32, super::$k::$n>;
+                b.scope.register_size::<super::$k::$n>(w);
+                $(let $arg = $crate::launch::kernel_args!(@expand b, $kind, $ty);)+
+                super::$k::expand::<super::$k::$n>(&mut b.scope, w, $($arg,)+ $($ct,)*);
+            })
+        }
+    };
+    (@variant $k:ident {
+        $($arg:ident : $kind:ident $ty:ty),+ $(,)? ; $($ct:ident : $cty:ty),* $(,)?
+    }) => {
+        /// The kernel for these comptime arguments.
+        pub(crate) fn variant(choices: &str, dim: CubeDim, $($ct: $cty),*) -> $crate::launch::Variant {
+            $crate::launch::Variant::new(name(choices), dim, move |b| {
+                $(let $arg = $crate::launch::kernel_args!(@expand b, $kind, $ty);)+
+                super::$k::expand(&mut b.scope, $($arg,)+ $($ct,)*);
+            })
+        }
+    };
+}
+pub(crate) use kernel_args;
 
 /// Units per cube of the 1-D element-wise kernels.
 pub(crate) const CUBE_1D: u32 = 256;

@@ -21,11 +21,11 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod device;
 pub mod kernels;
 mod launch;
 pub mod lowering;
 mod precision;
 
-pub use backend::{CubeBackend, CubeStorage, MatmulKernel};
 pub use cubecl;
-pub use kernels::flash::AttentionKernel;
+pub use device::{AttentionKernel, CubeBackend, CubeStorage, MatmulKernel};

@@ -5,7 +5,7 @@
 use cubecl::prelude::*;
 use rae_core::{Precision, Result, Tensor};
 
-use crate::backend::CubeBackend;
+use crate::device::CubeBackend;
 use crate::kernels::round;
 
 type T<R> = Tensor<CubeBackend<R>>;
@@ -13,7 +13,7 @@ type T<R> = Tensor<CubeBackend<R>>;
 impl<R: Runtime> CubeBackend<R> {
     /// The same backend with matrix products (and attention operands) in `precision`
     /// (§7.5), where the device has tensor cores for it; otherwise the backend stays in f32
-    /// (see [`CubeBackend::tensor_cores`]) and [`Backend::precision`] says so.
+    /// (see [`CubeBackend::tensor_cores`]) and [`Backend::precision`](rae_core::Backend::precision) says so.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         let cores = precision != Precision::Fp32 && self.tensor_cores(precision);
         self.precision = if cores { precision } else { Precision::Fp32 };

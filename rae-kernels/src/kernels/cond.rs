@@ -10,10 +10,11 @@ use cubecl::prelude::*;
 use rae_core::check::CondDims;
 use rae_core::{Result, Tensor};
 
-use crate::backend::{CubeBackend, CubeStorage};
+use crate::device::{CubeBackend, CubeStorage};
 use crate::kernels::reduce::{launch_cols, mode, ColInputs};
-use crate::launch::{grid_1d, sarr, tarr, u32_arg, vector_width, CUBE_1D};
-use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+use crate::launch::{
+    grid_1d, kernel_args, sarr, tarr, u32_arg, vector_width, Variant, CUBE_1D, WIDTHS,
+};
 
 /// `y = x · a[m] + b[m]` on the `[outer, mid, inner]` view, `inner_v = inner / N`.
 #[cube(launch_unchecked)]
@@ -38,6 +39,19 @@ fn bcast_affine_kernel<N: Size>(
             v += Vector::new(b[m]);
         }
         y[i] = v;
+    }
+}
+
+kernel_args! {
+    bcast_affine_args: bcast_affine_kernel<N> {
+        x: input V,
+        a: input f32,
+        b: input f32,
+        y: output V,
+        mid: scalar u32,
+        inner_v: scalar u32;
+        has_a: bool,
+        has_b: bool,
     }
 }
 
@@ -80,6 +94,21 @@ fn cond_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    cond_args: cond_kernel<N> {
+        x: input V,
+        shift: input V,
+        scale: input V,
+        y: output V,
+        tokens: scalar u32,
+        cond_tokens: scalar u32,
+        cv: scalar u32;
+        has_shift: bool,
+        has_scale: bool,
+        gate: bool,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// [`rae_core::Backend::bcast_affine`] (arguments checked by the caller).
@@ -100,20 +129,17 @@ pub(crate) fn bcast_affine<R: Runtime>(
         // SAFETY: x/y hold n floats; a and b are read at m < mid (their checked length)
         // only when present.
         unsafe {
-            bcast_affine_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(x),
-                sarr(av),
-                sarr(bv),
-                sarr(&out),
-                u32_arg("bcast_affine mid", dims[1])?,
-                u32_arg("bcast_affine inner", dims[2] / w)?,
-                a.is_some(),
-                b.is_some(),
-            )
+            bcast_affine_args::Args {
+                x: tarr(x),
+                a: sarr(av),
+                b: sarr(bv),
+                y: sarr(&out),
+                mid: u32_arg("bcast_affine mid", dims[1])?,
+                inner_v: u32_arg("bcast_affine inner", dims[2] / w)?,
+                has_a: a.is_some(),
+                has_b: b.is_some(),
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, x.shape().clone())
@@ -138,22 +164,19 @@ pub(crate) fn cond<R: Runtime>(
         // SAFETY: x/y hold B·N·C floats; shift/scale hold B·Nc·C and are read at
         // crow·C + j with crow < B·Nc, only when present.
         unsafe {
-            cond_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(x),
-                sarr(sh),
-                sarr(sc),
-                sarr(&out),
-                u32_arg("modulate tokens", d.n)?,
-                u32_arg("modulate conditioning tokens", d.nc)?,
-                u32_arg("modulate channels", d.c / w)?,
-                shift.is_some(),
-                scale.is_some(),
+            cond_args::Args {
+                x: tarr(x),
+                shift: sarr(sh),
+                scale: sarr(sc),
+                y: sarr(&out),
+                tokens: u32_arg("modulate tokens", d.n)?,
+                cond_tokens: u32_arg("modulate conditioning tokens", d.nc)?,
+                cv: u32_arg("modulate channels", d.c / w)?,
+                has_shift: shift.is_some(),
+                has_scale: scale.is_some(),
                 gate,
-            )
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, x.shape().clone())
@@ -183,59 +206,25 @@ pub(crate) fn variants(v: &mut Vec<Variant>) {
     let dim = CubeDim::new_1d(CUBE_1D);
     for w in WIDTHS {
         for (has_a, has_b) in [(false, false), (false, true), (true, false), (true, true)] {
-            v.push(Variant::new(
-                format!("bcast_affine_kernel w={w} a={has_a} b={has_b}"),
+            v.push(bcast_affine_args::variant(
+                &format!("w={w} a={has_a} b={has_b}"),
                 dim,
-                move |b| {
-                    type V = Vector<f32, bcast_affine_kernel::N>;
-                    b.scope.register_size::<bcast_affine_kernel::N>(w);
-                    let x = input::<V>(b);
-                    let (a, c) = (input::<f32>(b), input::<f32>(b));
-                    let y = output::<V>(b);
-                    let (mid, iv) = (scalar::<u32>(b), scalar::<u32>(b));
-                    bcast_affine_kernel::expand::<bcast_affine_kernel::N>(
-                        &mut b.scope,
-                        w,
-                        x,
-                        a,
-                        c,
-                        y,
-                        mid,
-                        iv,
-                        has_a,
-                        has_b,
-                    );
-                },
+                w,
+                has_a,
+                has_b,
             ));
             let (has_shift, has_scale) = (has_a, has_b);
             for gate in [false, true] {
                 if gate && (has_shift || !has_scale) {
                     continue;
                 }
-                v.push(Variant::new(
-                    format!("cond_kernel w={w} shift={has_shift} scale={has_scale} gate={gate}"),
+                v.push(cond_args::variant(
+                    &format!("w={w} shift={has_shift} scale={has_scale} gate={gate}"),
                     dim,
-                    move |b| {
-                        type V = Vector<f32, cond_kernel::N>;
-                        b.scope.register_size::<cond_kernel::N>(w);
-                        let (x, sh, sc) = (input::<V>(b), input::<V>(b), input::<V>(b));
-                        let y = output::<V>(b);
-                        let (n, nc, cv) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<u32>(b));
-                        cond_kernel::expand::<cond_kernel::N>(
-                            &mut b.scope,
-                            w,
-                            x,
-                            sh,
-                            sc,
-                            y,
-                            n,
-                            nc,
-                            cv,
-                            has_shift,
-                            has_scale,
-                            gate,
-                        );
-                    },
+                    w,
+                    has_shift,
+                    has_scale,
+                    gate,
                 ));
             }
         }

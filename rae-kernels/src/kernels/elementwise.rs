@@ -8,9 +8,8 @@
 use cubecl::prelude::*;
 use rae_core::{Binary, Result, Tensor, Unary};
 
-use crate::backend::{CubeBackend, CubeStorage};
-use crate::launch::{grid_1d, sarr, tarr, vector_width, CUBE_1D};
-use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+use crate::device::{CubeBackend, CubeStorage};
+use crate::launch::{grid_1d, kernel_args, sarr, tarr, vector_width, Variant, CUBE_1D, WIDTHS};
 
 /// Kernel codes of the unary functions (comptime arguments must be plain values).
 pub(crate) mod code {
@@ -128,6 +127,10 @@ fn unary_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    unary_args: unary_kernel<N> { x: input V, y: output V; op: u32 }
+}
+
 #[cube(launch_unchecked)]
 fn unary_backward_kernel<N: Size>(
     x: &Array<Vector<f32, N>>,
@@ -139,6 +142,10 @@ fn unary_backward_kernel<N: Size>(
     if i < dx.len() {
         dx[i] = dy[i] * unary_grad(x[i], op);
     }
+}
+
+kernel_args! {
+    unary_backward_args: unary_backward_kernel<N> { x: input V, dy: input V, dx: output V; op: u32 }
 }
 
 #[cube(launch_unchecked)]
@@ -160,6 +167,10 @@ fn binary_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    binary_args: binary_kernel<N> { a: input V, b: input V, y: output V; op: u32 }
+}
+
 /// `y = alpha·x + beta` (scale when `beta = 0`).
 #[cube(launch_unchecked)]
 fn affine_kernel<N: Size>(
@@ -172,6 +183,10 @@ fn affine_kernel<N: Size>(
     if i < y.len() {
         y[i] = x[i] * Vector::new(alpha) + Vector::new(beta);
     }
+}
+
+kernel_args! {
+    affine_args: affine_kernel<N> { x: input V, y: output V, alpha: scalar f32, beta: scalar f32; }
 }
 
 /// `y = alpha·x + z`.
@@ -188,6 +203,10 @@ fn axpy_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    axpy_args: axpy_kernel<N> { x: input V, z: input V, y: output V, alpha: scalar f32; }
+}
+
 /// `y = value` everywhere.
 #[cube(launch_unchecked)]
 fn fill_kernel<N: Size>(y: &mut Array<Vector<f32, N>>, value: f32) {
@@ -195,6 +214,10 @@ fn fill_kernel<N: Size>(y: &mut Array<Vector<f32, N>>, value: f32) {
     if i < y.len() {
         y[i] = Vector::new(value);
     }
+}
+
+kernel_args! {
+    fill_args: fill_kernel<N> { y: output V, value: scalar f32; }
 }
 
 type T<R> = Tensor<CubeBackend<R>>;
@@ -208,15 +231,12 @@ pub(crate) fn unary<R: Runtime>(be: &CubeBackend<R>, op: Unary, x: &T<R>) -> Res
         let (count, dim) = grid_1d(n / w);
         // SAFETY: every unit checks its index against the output length; x has n floats.
         unsafe {
-            unary_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(x),
-                sarr(&out),
-                unary_code(op),
-            )
+            unary_args::Args {
+                x: tarr(x),
+                y: sarr(&out),
+                op: unary_code(op),
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, x.shape().clone())
@@ -236,16 +256,13 @@ pub(crate) fn unary_backward<R: Runtime>(
         let (count, dim) = grid_1d(n / w);
         // SAFETY: x, dy and the output hold n floats; units check the output length.
         unsafe {
-            unary_backward_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(x),
-                tarr(dy),
-                sarr(&out),
-                unary_code(op),
-            )
+            unary_backward_args::Args {
+                x: tarr(x),
+                dy: tarr(dy),
+                dx: sarr(&out),
+                op: unary_code(op),
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, x.shape().clone())
@@ -270,16 +287,13 @@ pub(crate) fn binary<R: Runtime>(
         };
         // SAFETY: a, b and the output hold n floats; units check the output length.
         unsafe {
-            binary_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(a),
-                tarr(b),
-                sarr(&out),
+            binary_args::Args {
+                a: tarr(a),
+                b: tarr(b),
+                y: sarr(&out),
                 op,
-            )
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, a.shape().clone())
@@ -299,16 +313,13 @@ pub(crate) fn affine<R: Runtime>(
         let (count, dim) = grid_1d(n / w);
         // SAFETY: x and the output hold n floats; units check the output length.
         unsafe {
-            affine_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(x),
-                sarr(&out),
+            affine_args::Args {
+                x: tarr(x),
+                y: sarr(&out),
                 alpha,
                 beta,
-            )
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, x.shape().clone())
@@ -328,16 +339,13 @@ pub(crate) fn axpy<R: Runtime>(
         let (count, dim) = grid_1d(n / w);
         // SAFETY: x, z and the output hold n floats; units check the output length.
         unsafe {
-            axpy_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(x),
-                tarr(z),
-                sarr(&out),
+            axpy_args::Args {
+                x: tarr(x),
+                z: tarr(z),
+                y: sarr(&out),
                 alpha,
-            )
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, z.shape().clone())
@@ -350,7 +358,13 @@ pub(crate) fn fill<R: Runtime>(be: &CubeBackend<R>, n: usize, value: f32) -> Res
         let w = vector_width(be, &[n]);
         let (count, dim) = grid_1d(n / w);
         // SAFETY: the output holds n floats; units check its length.
-        unsafe { fill_kernel::launch_unchecked::<R>(be.client(), count, dim, w, sarr(&out), value) }
+        unsafe {
+            fill_args::Args {
+                y: sarr(&out),
+                value,
+            }
+            .launch(be, count, dim, w)
+        }
     }
     Ok(out)
 }
@@ -360,70 +374,19 @@ pub(crate) fn variants(v: &mut Vec<Variant>) {
     let dim = CubeDim::new_1d(CUBE_1D);
     for w in WIDTHS {
         for op in code::SILU..=code::ABS {
-            v.push(Variant::new(
-                format!("unary_kernel op={op} w={w}"),
+            v.push(unary_args::variant(&format!("op={op} w={w}"), dim, w, op));
+            v.push(unary_backward_args::variant(
+                &format!("op={op} w={w}"),
                 dim,
-                move |b| {
-                    type V = Vector<f32, unary_kernel::N>;
-                    b.scope.register_size::<unary_kernel::N>(w);
-                    let (x, y) = (input::<V>(b), output::<V>(b));
-                    unary_kernel::expand::<unary_kernel::N>(&mut b.scope, w, x, y, op);
-                },
-            ));
-            v.push(Variant::new(
-                format!("unary_backward_kernel op={op} w={w}"),
-                dim,
-                move |b| {
-                    type V = Vector<f32, unary_backward_kernel::N>;
-                    b.scope.register_size::<unary_backward_kernel::N>(w);
-                    let (x, dy, dx) = (input::<V>(b), input::<V>(b), output::<V>(b));
-                    unary_backward_kernel::expand::<unary_backward_kernel::N>(
-                        &mut b.scope,
-                        w,
-                        x,
-                        dy,
-                        dx,
-                        op,
-                    );
-                },
+                w,
+                op,
             ));
         }
         for op in code::ADD..=code::MUL {
-            v.push(Variant::new(
-                format!("binary_kernel op={op} w={w}"),
-                dim,
-                move |b| {
-                    type V = Vector<f32, binary_kernel::N>;
-                    b.scope.register_size::<binary_kernel::N>(w);
-                    let (x, z, y) = (input::<V>(b), input::<V>(b), output::<V>(b));
-                    binary_kernel::expand::<binary_kernel::N>(&mut b.scope, w, x, z, y, op);
-                },
-            ));
+            v.push(binary_args::variant(&format!("op={op} w={w}"), dim, w, op));
         }
-        v.push(Variant::new(
-            format!("affine_kernel w={w}"),
-            dim,
-            move |b| {
-                type V = Vector<f32, affine_kernel::N>;
-                b.scope.register_size::<affine_kernel::N>(w);
-                let (x, y) = (input::<V>(b), output::<V>(b));
-                let (al, be) = (scalar::<f32>(b), scalar::<f32>(b));
-                affine_kernel::expand::<affine_kernel::N>(&mut b.scope, w, x, y, al, be);
-            },
-        ));
-        v.push(Variant::new(format!("axpy_kernel w={w}"), dim, move |b| {
-            type V = Vector<f32, axpy_kernel::N>;
-            b.scope.register_size::<axpy_kernel::N>(w);
-            let (x, z, y) = (input::<V>(b), input::<V>(b), output::<V>(b));
-            let al = scalar::<f32>(b);
-            axpy_kernel::expand::<axpy_kernel::N>(&mut b.scope, w, x, z, y, al);
-        }));
-        v.push(Variant::new(format!("fill_kernel w={w}"), dim, move |b| {
-            type V = Vector<f32, fill_kernel::N>;
-            b.scope.register_size::<fill_kernel::N>(w);
-            let y = output::<V>(b);
-            let val = scalar::<f32>(b);
-            fill_kernel::expand::<fill_kernel::N>(&mut b.scope, w, y, val);
-        }));
+        v.push(affine_args::variant(&format!("w={w}"), dim, w));
+        v.push(axpy_args::variant(&format!("w={w}"), dim, w));
+        v.push(fill_args::variant(&format!("w={w}"), dim, w));
     }
 }

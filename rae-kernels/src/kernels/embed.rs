@@ -10,9 +10,10 @@
 use cubecl::prelude::*;
 use rae_core::{Result, Tensor};
 
-use crate::backend::CubeBackend;
-use crate::launch::{arr_u32, grid_1d, sarr, tarr, u32_arg, vector_width, CUBE_1D};
-use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+use crate::device::CubeBackend;
+use crate::launch::{
+    arr_u32, grid_1d, kernel_args, sarr, tarr, u32_arg, vector_width, Variant, CUBE_1D, WIDTHS,
+};
 
 #[cube(launch_unchecked)]
 fn gather_rows_kernel<N: Size>(
@@ -27,6 +28,15 @@ fn gather_rows_kernel<N: Size>(
         let r = i / cv;
         let j = i % cv;
         y[i] = table[idx[r] as usize * cv + j];
+    }
+}
+
+kernel_args! {
+    gather_rows_args: gather_rows_kernel<N> {
+        table: input V,
+        idx: input u32,
+        y: output V,
+        cv: scalar u32;
     }
 }
 
@@ -55,6 +65,16 @@ fn scatter_rows_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    scatter_rows_args: scatter_rows_kernel<N> {
+        dy: input V,
+        order: input u32,
+        starts: input u32,
+        y: output V,
+        cv: scalar u32;
+    }
+}
+
 #[cube(launch_unchecked)]
 fn fourier_kernel(t: &Array<f32>, w: &Array<f32>, y: &mut Array<f32>, b: u32, f: u32) {
     let q = ABSOLUTE_POS;
@@ -66,6 +86,16 @@ fn fourier_kernel(t: &Array<f32>, w: &Array<f32>, y: &mut Array<f32>, b: u32, f:
         let phase = t[i] * w[j] * 2.0f32 * f32::new(core::f32::consts::PI);
         y[i * 2 * f + j] = f32::sin(phase);
         y[i * 2 * f + f + j] = f32::cos(phase);
+    }
+}
+
+kernel_args! {
+    fourier_args: fourier_kernel {
+        t: input f32,
+        w: input f32,
+        y: output f32,
+        b: scalar u32,
+        f: scalar u32;
     }
 }
 
@@ -87,16 +117,13 @@ pub(crate) fn gather_rows<R: Runtime>(
         // SAFETY: every index is below V (checked), so reads stay inside the table; unit i
         // reads idx[i / (C/w)] < idx.len().
         unsafe {
-            gather_rows_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(table),
-                arr_u32(&ih, idx.len()),
-                sarr(&out),
-                u32_arg("gather_rows width", c / w)?,
-            )
+            gather_rows_args::Args {
+                table: tarr(table),
+                idx: arr_u32(&ih, idx.len()),
+                y: sarr(&out),
+                cv: u32_arg("gather_rows width", c / w)?,
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor_dims(out, &[idx.len(), c])
@@ -135,17 +162,14 @@ pub(crate) fn scatter_add_rows<R: Runtime>(
         // SAFETY: starts has rows + 1 entries, order idx.len() entries below idx.len(), and
         // dy holds idx.len()·C floats (checked by the caller).
         unsafe {
-            scatter_rows_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(dy),
-                arr_u32(&oh, order.len().max(1)),
-                arr_u32(&sh, starts.len()),
-                sarr(&out),
-                u32_arg("scatter_add_rows width", c / w)?,
-            )
+            scatter_rows_args::Args {
+                dy: tarr(dy),
+                order: arr_u32(&oh, order.len().max(1)),
+                starts: arr_u32(&sh, starts.len()),
+                y: sarr(&out),
+                cv: u32_arg("scatter_add_rows width", c / w)?,
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor_dims(out, &[rows, c])
@@ -164,16 +188,14 @@ pub(crate) fn fourier_features<R: Runtime>(
         let (count, dim) = grid_1d(b * f);
         // SAFETY: unit q < B·F reads t[q / F], w[q mod F] and writes two values of row q / F.
         unsafe {
-            fourier_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                tarr(t),
-                tarr(w),
-                sarr(&out),
-                u32_arg("fourier batch", b)?,
-                u32_arg("fourier features", f)?,
-            )
+            fourier_args::Args {
+                t: tarr(t),
+                w: tarr(w),
+                y: sarr(&out),
+                b: u32_arg("fourier batch", b)?,
+                f: u32_arg("fourier features", f)?,
+            }
+            .launch(be, count, dim)
         }
     }
     be.tensor_dims(out, &[b, 2 * f])
@@ -183,40 +205,8 @@ pub(crate) fn fourier_features<R: Runtime>(
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     let dim = CubeDim::new_1d(CUBE_1D);
     for w in WIDTHS {
-        v.push(Variant::new(
-            format!("gather_rows_kernel w={w}"),
-            dim,
-            move |b| {
-                type V = Vector<f32, gather_rows_kernel::N>;
-                b.scope.register_size::<gather_rows_kernel::N>(w);
-                let (t, i, y) = (input::<V>(b), input::<u32>(b), output::<V>(b));
-                let cv = scalar::<u32>(b);
-                gather_rows_kernel::expand::<gather_rows_kernel::N>(&mut b.scope, w, t, i, y, cv);
-            },
-        ));
-        v.push(Variant::new(
-            format!("scatter_rows_kernel w={w}"),
-            dim,
-            move |b| {
-                type V = Vector<f32, scatter_rows_kernel::N>;
-                b.scope.register_size::<scatter_rows_kernel::N>(w);
-                let (d, o, s) = (input::<V>(b), input::<u32>(b), input::<u32>(b));
-                let (y, cv) = (output::<V>(b), scalar::<u32>(b));
-                scatter_rows_kernel::expand::<scatter_rows_kernel::N>(
-                    &mut b.scope,
-                    w,
-                    d,
-                    o,
-                    s,
-                    y,
-                    cv,
-                );
-            },
-        ));
+        v.push(gather_rows_args::variant(&format!("w={w}"), dim, w));
+        v.push(scatter_rows_args::variant(&format!("w={w}"), dim, w));
     }
-    v.push(Variant::new("fourier_kernel", dim, |b| {
-        let (t, w, y) = (input::<f32>(b), input::<f32>(b), output::<f32>(b));
-        let (bs, f) = (scalar::<u32>(b), scalar::<u32>(b));
-        fourier_kernel::expand(&mut b.scope, t, w, y, bs, f);
-    }));
+    v.push(fourier_args::variant("", dim));
 }

@@ -23,13 +23,10 @@
 //! Metal); a device with less takes the composite path.
 
 use cubecl::prelude::*;
-use rae_core::backend::AttentionGrads;
 use rae_core::{Result, Shape, Tensor};
 
-use crate::backend::CubeBackend;
-use crate::kernels::flash_backward;
-use crate::launch::{sarr, tarr, u32_arg};
-use crate::lowering::{input, output, scalar, Variant};
+use crate::device::CubeBackend;
+use crate::launch::{kernel_args, sarr, tarr, u32_arg, Variant};
 
 /// Units per axis of a cube (16 × 16).
 pub(crate) const U: usize = 16;
@@ -298,42 +295,18 @@ fn flash_forward_kernel(
     }
 }
 
-/// How the backend's `Backend::attention_fused` (the attention of every model) runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AttentionKernel {
-    /// The fused flash kernels, which keep only the row log-sum-exp for the backward, for
-    /// head dims up to 128 that the device's shared memory allows; the composite path for
-    /// others.
-    #[default]
-    Fused,
-    /// matmul, softmax, matmul, keeping the `[N, N]` probabilities (the CPU backend's
-    /// sequence).
-    Composite,
-}
-
-impl AttentionKernel {
-    /// `"fused"` or `"composite"` (case-insensitive).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "fused" | "flash" => Some(AttentionKernel::Fused),
-            "composite" => Some(AttentionKernel::Composite),
-            _ => None,
-        }
-    }
-
-    /// The choice of `RAE_ATTENTION` (`fused` or `composite`); the default when it is
-    /// unset. An unknown value is reported on stderr and the default used.
-    pub fn from_env() -> Self {
-        match std::env::var("RAE_ATTENTION") {
-            Ok(v) => Self::parse(&v).unwrap_or_else(|| {
-                eprintln!(
-                    "rae-kernels: RAE_ATTENTION={v:?} is neither `fused` nor `composite`; \
-                     using fused attention"
-                );
-                AttentionKernel::default()
-            }),
-            Err(_) => AttentionKernel::default(),
-        }
+kernel_args! {
+    flash_forward_args: flash_forward_kernel {
+        q: input f32,
+        k: input f32,
+        v: input f32,
+        o: output f32,
+        lse: output f32,
+        n: scalar u32,
+        hd: scalar u32,
+        scale: scalar f32,
+        bh_off: scalar u32;
+        hp: usize,
     }
 }
 
@@ -419,21 +392,19 @@ pub(crate) fn forward<R: Runtime>(
         // q, k, v (heads·n·hd floats each) and writes the same rows of o and of lse
         // (heads·n floats); shared-memory indices stay below the sizes declared.
         unsafe {
-            flash_forward_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                CubeDim::new_2d(U as u32, U as u32),
-                tarr(q),
-                tarr(k),
-                tarr(v),
-                sarr(&o),
-                sarr(&lse),
-                n32,
-                hd32,
+            flash_forward_args::Args {
+                q: tarr(q),
+                k: tarr(k),
+                v: tarr(v),
+                o: sarr(&o),
+                lse: sarr(&lse),
+                n: n32,
+                hd: hd32,
                 scale,
-                off,
+                bh_off: off,
                 hp,
-            )
+            }
+            .launch(be, count, CubeDim::new_2d(U as u32, U as u32))
         }
         Ok(())
     })?;
@@ -441,20 +412,6 @@ pub(crate) fn forward<R: Runtime>(
         be.tensor(o, q.shape().clone())?,
         be.tensor(lse, rows_shape(q)?)?,
     ))
-}
-
-/// Fused backward (see [`crate::kernels::flash_backward`]).
-pub(crate) fn backward<R: Runtime>(
-    be: &CubeBackend<R>,
-    q: &T<R>,
-    k: &T<R>,
-    v: &T<R>,
-    o: &T<R>,
-    lse: &T<R>,
-    dout: &T<R>,
-    scale: f32,
-) -> Result<AttentionGrads<CubeBackend<R>>> {
-    flash_backward::backward(be, q, k, v, o, lse, dout, scale)
 }
 
 /// The padded head dims the kernels are specialised for.
@@ -465,19 +422,12 @@ pub(crate) fn padded_dims() -> impl Iterator<Item = usize> {
 /// Every variant of this family, for [`crate::lowering`].
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     for hp in padded_dims() {
-        v.push(Variant::new(
-            format!("flash_forward_kernel hp={hp}"),
+        v.push(flash_forward_args::variant(
+            &format!("hp={hp}"),
             CubeDim::new_2d(U as u32, U as u32),
-            move |b| {
-                let (q, k, vv) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
-                let (o, lse) = (output::<f32>(b), output::<f32>(b));
-                let (n, hd) = (scalar::<u32>(b), scalar::<u32>(b));
-                let (scale, off) = (scalar::<f32>(b), scalar::<u32>(b));
-                flash_forward_kernel::expand(&mut b.scope, q, k, vv, o, lse, n, hd, scale, off, hp);
-            },
+            hp,
         ));
     }
-    flash_backward::variants(v);
 }
 
 #[cfg(test)]

@@ -17,13 +17,12 @@ use cubecl::prelude::*;
 use rae_core::backend::AttentionGrads;
 use rae_core::{Result, Tensor};
 
-use crate::backend::CubeBackend;
+use crate::device::CubeBackend;
 use crate::kernels::flash::{
     block_pv, block_scores, dims_of, padded, padded_dims, per_head_chunk, staging_floats, BLOCK,
     PS, U,
 };
-use crate::launch::{grid_1d, sarr, tarr, u32_arg};
-use crate::lowering::{input, output, scalar, Variant};
+use crate::launch::{grid_1d, kernel_args, sarr, tarr, u32_arg, Variant};
 
 /// `delta[row] = Σ_d dout[row, d]·o[row, d]` for rows of `hd` values.
 #[cube(launch_unchecked)]
@@ -39,6 +38,15 @@ fn flash_delta_kernel(o: &Array<f32>, dout: &Array<f32>, delta: &mut Array<f32>,
             d += 1;
         }
         delta[row] = acc;
+    }
+}
+
+kernel_args! {
+    flash_delta_args: flash_delta_kernel {
+        o: input f32,
+        dout: input f32,
+        delta: output f32,
+        hd: scalar u32;
     }
 }
 
@@ -130,6 +138,24 @@ fn flash_backward_kv_kernel(
     }
 }
 
+kernel_args! {
+    flash_backward_kv_args: flash_backward_kv_kernel {
+        q: input f32,
+        k: input f32,
+        v: input f32,
+        dout: input f32,
+        lse: input f32,
+        delta: input f32,
+        dk: output f32,
+        dv: output f32,
+        n: scalar u32,
+        hd: scalar u32,
+        scale: scalar f32,
+        bh_off: scalar u32;
+        hp: usize,
+    }
+}
+
 #[cube(launch_unchecked)]
 fn flash_backward_q_kernel(
     q: &Array<f32>,
@@ -209,6 +235,23 @@ fn flash_backward_q_kernel(
     }
 }
 
+kernel_args! {
+    flash_backward_q_args: flash_backward_q_kernel {
+        q: input f32,
+        k: input f32,
+        v: input f32,
+        dout: input f32,
+        lse: input f32,
+        delta: input f32,
+        dq: output f32,
+        n: scalar u32,
+        hd: scalar u32,
+        scale: scalar f32,
+        bh_off: scalar u32;
+        hp: usize,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// The fused backward on shapes validated by the caller (`q`, `k`, `v`, `o`, `dout` of one
@@ -231,15 +274,13 @@ pub(crate) fn backward<R: Runtime>(
     // SAFETY: unit `row < heads·n` (the length of delta) reads row `row` of o and dout,
     // which hold heads·n rows of hd floats.
     unsafe {
-        flash_delta_kernel::launch_unchecked::<R>(
-            be.client(),
-            count,
-            dim,
-            tarr(o),
-            tarr(dout),
-            sarr(&delta),
-            hd32,
-        )
+        flash_delta_args::Args {
+            o: tarr(o),
+            dout: tarr(dout),
+            delta: sarr(&delta),
+            hd: hd32,
+        }
+        .launch(be, count, dim)
     }
     let (dq, dk, dv) = (
         be.alloc(q.numel())?,
@@ -250,47 +291,43 @@ pub(crate) fn backward<R: Runtime>(
         // SAFETY: the cube of head bh < heads reads rows < n of its [n, hd] matrices and
         // entries < heads·n of lse and delta; it writes rows < n of dk and dv.
         unsafe {
-            flash_backward_kv_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                CubeDim::new_2d(U as u32, U as u32),
-                tarr(q),
-                tarr(k),
-                tarr(v),
-                tarr(dout),
-                tarr(lse),
-                sarr(&delta),
-                sarr(&dk),
-                sarr(&dv),
-                n32,
-                hd32,
+            flash_backward_kv_args::Args {
+                q: tarr(q),
+                k: tarr(k),
+                v: tarr(v),
+                dout: tarr(dout),
+                lse: tarr(lse),
+                delta: sarr(&delta),
+                dk: sarr(&dk),
+                dv: sarr(&dv),
+                n: n32,
+                hd: hd32,
                 scale,
-                off,
+                bh_off: off,
                 hp,
-            )
+            }
+            .launch(be, count, CubeDim::new_2d(U as u32, U as u32))
         }
         Ok(())
     })?;
     per_head_chunk(heads, n.div_ceil(BLOCK), |count, off| {
         // SAFETY: as above, writing rows < n of dq.
         unsafe {
-            flash_backward_q_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                CubeDim::new_2d(U as u32, U as u32),
-                tarr(q),
-                tarr(k),
-                tarr(v),
-                tarr(dout),
-                tarr(lse),
-                sarr(&delta),
-                sarr(&dq),
-                n32,
-                hd32,
+            flash_backward_q_args::Args {
+                q: tarr(q),
+                k: tarr(k),
+                v: tarr(v),
+                dout: tarr(dout),
+                lse: tarr(lse),
+                delta: sarr(&delta),
+                dq: sarr(&dq),
+                n: n32,
+                hd: hd32,
                 scale,
-                off,
+                bh_off: off,
                 hp,
-            )
+            }
+            .launch(be, count, CubeDim::new_2d(U as u32, U as u32))
         }
         Ok(())
     })?;
@@ -304,68 +341,20 @@ pub(crate) fn backward<R: Runtime>(
 
 /// Every variant of the backward kernels, for [`crate::lowering`].
 pub(crate) fn variants(v: &mut Vec<Variant>) {
-    v.push(Variant::new(
-        "flash_delta_kernel",
+    v.push(flash_delta_args::variant(
+        "",
         CubeDim::new_1d(crate::launch::CUBE_1D),
-        |b| {
-            let (o, dout, delta) = (input::<f32>(b), input::<f32>(b), output::<f32>(b));
-            let hd = scalar::<u32>(b);
-            flash_delta_kernel::expand(&mut b.scope, o, dout, delta, hd);
-        },
     ));
     for hp in padded_dims() {
-        v.push(Variant::new(
-            format!("flash_backward_kv_kernel hp={hp}"),
+        v.push(flash_backward_kv_args::variant(
+            &format!("hp={hp}"),
             CubeDim::new_2d(U as u32, U as u32),
-            move |b| {
-                let (q, k, vv) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
-                let (dout, lse, delta) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
-                let (dk, dv) = (output::<f32>(b), output::<f32>(b));
-                let (n, hd) = (scalar::<u32>(b), scalar::<u32>(b));
-                let (scale, off) = (scalar::<f32>(b), scalar::<u32>(b));
-                flash_backward_kv_kernel::expand(
-                    &mut b.scope,
-                    q,
-                    k,
-                    vv,
-                    dout,
-                    lse,
-                    delta,
-                    dk,
-                    dv,
-                    n,
-                    hd,
-                    scale,
-                    off,
-                    hp,
-                );
-            },
+            hp,
         ));
-        v.push(Variant::new(
-            format!("flash_backward_q_kernel hp={hp}"),
+        v.push(flash_backward_q_args::variant(
+            &format!("hp={hp}"),
             CubeDim::new_2d(U as u32, U as u32),
-            move |b| {
-                let (q, k, vv) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
-                let (dout, lse, delta) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
-                let dq = output::<f32>(b);
-                let (n, hd) = (scalar::<u32>(b), scalar::<u32>(b));
-                let (scale, off) = (scalar::<f32>(b), scalar::<u32>(b));
-                flash_backward_q_kernel::expand(
-                    &mut b.scope,
-                    q,
-                    k,
-                    vv,
-                    dout,
-                    lse,
-                    delta,
-                    dq,
-                    n,
-                    hd,
-                    scale,
-                    off,
-                    hp,
-                );
-            },
+            hp,
         ));
     }
 }

@@ -4,10 +4,11 @@
 use cubecl::prelude::*;
 use rae_core::{Result, Tensor, Unary};
 
-use crate::backend::CubeBackend;
+use crate::device::CubeBackend;
 use crate::kernels::elementwise::{unary_code, unary_fwd, unary_grad};
-use crate::launch::{grid_1d, sarr, tarr, u32_arg, vector_width, CUBE_1D};
-use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+use crate::launch::{
+    grid_1d, kernel_args, sarr, tarr, u32_arg, vector_width, Variant, CUBE_1D, WIDTHS,
+};
 
 #[cube(launch_unchecked)]
 fn swiglu_kernel<N: Size>(
@@ -25,6 +26,10 @@ fn swiglu_kernel<N: Size>(
         let b = u[row * 2 * hv + hv + j];
         y[i] = unary_fwd(a, silu) * b;
     }
+}
+
+kernel_args! {
+    swiglu_args: swiglu_kernel<N> { u: input V, y: output V, hv: scalar u32; silu: u32 }
 }
 
 #[cube(launch_unchecked)]
@@ -49,6 +54,16 @@ fn swiglu_backward_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    swiglu_backward_args: swiglu_backward_kernel<N> {
+        u: input V,
+        dy: input V,
+        du: output V,
+        hv: scalar u32;
+        silu: u32,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// SwiGLU `[rows, 2h] → [rows, h]` (checked by the caller).
@@ -64,16 +79,13 @@ pub(crate) fn swiglu<R: Runtime>(
         let (count, dim) = grid_1d(rows * h / w);
         // SAFETY: unit i < rows·h/w reads u at row·2h/w + j (+ h/w) < rows·2h/w vectors.
         unsafe {
-            swiglu_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(u),
-                sarr(&out),
-                u32_arg("swiglu width", h / w)?,
-                unary_code(Unary::Silu),
-            )
+            swiglu_args::Args {
+                u: tarr(u),
+                y: sarr(&out),
+                hv: u32_arg("swiglu width", h / w)?,
+                silu: unary_code(Unary::Silu),
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, u.shape().with_last(h))
@@ -93,17 +105,14 @@ pub(crate) fn swiglu_backward<R: Runtime>(
         let (count, dim) = grid_1d(rows * h / w);
         // SAFETY: unit i < rows·h/w writes du at row·2h/w + j (+ h/w) < rows·2h/w vectors.
         unsafe {
-            swiglu_backward_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(u),
-                tarr(dy),
-                sarr(&out),
-                u32_arg("swiglu width", h / w)?,
-                unary_code(Unary::Silu),
-            )
+            swiglu_backward_args::Args {
+                u: tarr(u),
+                dy: tarr(dy),
+                du: sarr(&out),
+                hv: u32_arg("swiglu width", h / w)?,
+                silu: unary_code(Unary::Silu),
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor(out, u.shape().clone())
@@ -114,34 +123,12 @@ pub(crate) fn variants(v: &mut Vec<Variant>) {
     let dim = CubeDim::new_1d(CUBE_1D);
     let silu = unary_code(Unary::Silu);
     for w in WIDTHS {
-        v.push(Variant::new(
-            format!("swiglu_kernel w={w}"),
+        v.push(swiglu_args::variant(&format!("w={w}"), dim, w, silu));
+        v.push(swiglu_backward_args::variant(
+            &format!("w={w}"),
             dim,
-            move |b| {
-                type V = Vector<f32, swiglu_kernel::N>;
-                b.scope.register_size::<swiglu_kernel::N>(w);
-                let (u, y, hv) = (input::<V>(b), output::<V>(b), scalar::<u32>(b));
-                swiglu_kernel::expand::<swiglu_kernel::N>(&mut b.scope, w, u, y, hv, silu);
-            },
-        ));
-        v.push(Variant::new(
-            format!("swiglu_backward_kernel w={w}"),
-            dim,
-            move |b| {
-                type V = Vector<f32, swiglu_backward_kernel::N>;
-                b.scope.register_size::<swiglu_backward_kernel::N>(w);
-                let (u, dy, du) = (input::<V>(b), input::<V>(b), output::<V>(b));
-                let hv = scalar::<u32>(b);
-                swiglu_backward_kernel::expand::<swiglu_backward_kernel::N>(
-                    &mut b.scope,
-                    w,
-                    u,
-                    dy,
-                    du,
-                    hv,
-                    silu,
-                );
-            },
+            w,
+            silu,
         ));
     }
 }

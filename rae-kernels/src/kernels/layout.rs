@@ -6,9 +6,10 @@
 use cubecl::prelude::*;
 use rae_core::{PatchOrder, Result, Tensor};
 
-use crate::backend::{CubeBackend, CubeStorage};
-use crate::launch::{grid_1d, sarr, tarr, u32_arg, vector_width, CUBE_1D};
-use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+use crate::device::{CubeBackend, CubeStorage};
+use crate::launch::{
+    grid_1d, kernel_args, sarr, tarr, u32_arg, vector_width, Variant, CUBE_1D, WIDTHS,
+};
 
 /// Index inside a flattened patch of `(channel, row, column)` for the order
 /// (`channel_last` false: `(ci·p + r)·p + s`; true: `(r·p + s)·C + ci`).
@@ -66,6 +67,20 @@ fn patch_kernel(
     }
 }
 
+kernel_args! {
+    patch_args: patch_kernel {
+        src: input f32,
+        dst: output f32,
+        c: scalar u32,
+        h: scalar u32,
+        w: scalar u32,
+        p: scalar u32,
+        total: scalar u32;
+        channel_last: bool,
+        to_tokens: bool,
+    }
+}
+
 #[cube(launch_unchecked)]
 fn permute0213_kernel<N: Size>(
     x: &Array<Vector<f32, N>>,
@@ -85,6 +100,16 @@ fn permute0213_kernel<N: Size>(
         let k = (q / (dv * b)) % c;
         let i = q / (dv * b * c);
         y[q] = x[((i * b + j) * c + k) * dv + d];
+    }
+}
+
+kernel_args! {
+    permute0213_args: permute0213_kernel<N> {
+        x: input V,
+        y: output V,
+        b: scalar u32,
+        c: scalar u32,
+        dv: scalar u32;
     }
 }
 
@@ -118,6 +143,19 @@ fn mid_copy_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    mid_copy_args: mid_copy_kernel<N> {
+        x: input V,
+        y: output V,
+        mid: scalar u32,
+        total: scalar u32,
+        off: scalar u32,
+        inner_v: scalar u32,
+        count: scalar u32;
+        gather_src: bool,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// Patchify (`to_tokens`) or unpatchify of `[B, C, H, W]` with patch `p`.
@@ -138,20 +176,18 @@ pub(crate) fn patch<R: Runtime>(
         // SAFETY: the image index q and its token index are both below B·C·H·W, the size
         // of source and destination.
         unsafe {
-            patch_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                tarr(src),
-                sarr(&out),
-                u32_arg("patchify channels", c)?,
-                u32_arg("patchify height", h)?,
-                u32_arg("patchify width", w)?,
-                u32_arg("patch size", p)?,
-                u32_arg("patchify size", total)?,
-                order == PatchOrder::ChannelLast,
+            patch_args::Args {
+                src: tarr(src),
+                dst: sarr(&out),
+                c: u32_arg("patchify channels", c)?,
+                h: u32_arg("patchify height", h)?,
+                w: u32_arg("patchify width", w)?,
+                p: u32_arg("patch size", p)?,
+                total: u32_arg("patchify size", total)?,
+                channel_last: order == PatchOrder::ChannelLast,
                 to_tokens,
-            )
+            }
+            .launch(be, count, dim)
         }
     }
     be.tensor_dims(out, out_dims)
@@ -170,17 +206,14 @@ pub(crate) fn permute0213<R: Runtime>(
         let (count, dim) = grid_1d(total / w);
         // SAFETY: a bijection of [0, total/w) onto itself.
         unsafe {
-            permute0213_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(x),
-                sarr(&out),
-                u32_arg("permute0213 dim 1", b)?,
-                u32_arg("permute0213 dim 2", c)?,
-                u32_arg("permute0213 dim 3", d / w)?,
-            )
+            permute0213_args::Args {
+                x: tarr(x),
+                y: sarr(&out),
+                b: u32_arg("permute0213 dim 1", b)?,
+                c: u32_arg("permute0213 dim 2", c)?,
+                dv: u32_arg("permute0213 dim 3", d / w)?,
+            }
+            .launch(be, count, dim, w)
         }
     }
     be.tensor_dims(out, &[a, c, b, d])
@@ -208,20 +241,17 @@ fn mid_copy<R: Runtime>(
     // (o·total + off + m)·inner + e < outer·total·inner (off + mid ≤ total) stay inside x
     // and y, whose lengths the callers size that way.
     unsafe {
-        mid_copy_kernel::launch_unchecked::<R>(
-            be.client(),
-            grid,
-            dim,
-            w,
-            crate::launch::arr(x.handle(), x_len),
-            sarr(y),
-            u32_arg("slice/concat length", mid)?,
-            u32_arg("slice/concat axis", total)?,
-            u32_arg("slice/concat offset", off)?,
-            u32_arg("slice/concat inner", inner / w)?,
-            u32_arg("slice/concat size", count / w)?,
+        mid_copy_args::Args {
+            x: crate::launch::arr(x.handle(), x_len),
+            y: sarr(y),
+            mid: u32_arg("slice/concat length", mid)?,
+            total: u32_arg("slice/concat axis", total)?,
+            off: u32_arg("slice/concat offset", off)?,
+            inner_v: u32_arg("slice/concat inner", inner / w)?,
+            count: u32_arg("slice/concat size", count / w)?,
             gather_src,
-        )
+        }
+        .launch(be, grid, dim, w)
     }
     Ok(())
 }
@@ -280,70 +310,22 @@ pub(crate) fn variants(v: &mut Vec<Variant>) {
     let dim = CubeDim::new_1d(CUBE_1D);
     for channel_last in [false, true] {
         for to_tokens in [false, true] {
-            v.push(Variant::new(
-                format!("patch_kernel channel_last={channel_last} to_tokens={to_tokens}"),
+            v.push(patch_args::variant(
+                &format!("channel_last={channel_last} to_tokens={to_tokens}"),
                 dim,
-                move |b| {
-                    let (x, y) = (input::<f32>(b), output::<f32>(b));
-                    let s: Vec<_> = (0..5).map(|_| scalar::<u32>(b)).collect();
-                    patch_kernel::expand(
-                        &mut b.scope,
-                        x,
-                        y,
-                        s[0].clone(),
-                        s[1].clone(),
-                        s[2].clone(),
-                        s[3].clone(),
-                        s[4].clone(),
-                        channel_last,
-                        to_tokens,
-                    );
-                },
+                channel_last,
+                to_tokens,
             ));
         }
     }
     for w in WIDTHS {
-        v.push(Variant::new(
-            format!("permute0213_kernel w={w}"),
-            dim,
-            move |b| {
-                type V = Vector<f32, permute0213_kernel::N>;
-                b.scope.register_size::<permute0213_kernel::N>(w);
-                let (x, y) = (input::<V>(b), output::<V>(b));
-                let (bb, c, dv) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<u32>(b));
-                permute0213_kernel::expand::<permute0213_kernel::N>(
-                    &mut b.scope,
-                    w,
-                    x,
-                    y,
-                    bb,
-                    c,
-                    dv,
-                );
-            },
-        ));
+        v.push(permute0213_args::variant(&format!("w={w}"), dim, w));
         for gather_src in [false, true] {
-            v.push(Variant::new(
-                format!("mid_copy_kernel w={w} gather={gather_src}"),
+            v.push(mid_copy_args::variant(
+                &format!("w={w} gather={gather_src}"),
                 dim,
-                move |b| {
-                    type V = Vector<f32, mid_copy_kernel::N>;
-                    b.scope.register_size::<mid_copy_kernel::N>(w);
-                    let (x, y) = (input::<V>(b), output::<V>(b));
-                    let s: Vec<_> = (0..5).map(|_| scalar::<u32>(b)).collect();
-                    mid_copy_kernel::expand::<mid_copy_kernel::N>(
-                        &mut b.scope,
-                        w,
-                        x,
-                        y,
-                        s[0].clone(),
-                        s[1].clone(),
-                        s[2].clone(),
-                        s[3].clone(),
-                        s[4].clone(),
-                        gather_src,
-                    );
-                },
+                w,
+                gather_src,
             ));
         }
     }

@@ -21,10 +21,9 @@ use cubek::matmul::definition::MatmulElems;
 use cubek::matmul::launch::{launch_ref, Strategy};
 use cubek::std::InputBinding;
 
-use crate::backend::{CubeBackend, CubeStorage, MatmulKernel};
+use crate::device::{CubeBackend, CubeStorage, MatmulKernel};
 use crate::kernels::round;
-use crate::launch::{sarr, tarr, u32_arg};
-use crate::lowering::{input, output, scalar, Variant};
+use crate::launch::{kernel_args, sarr, tarr, u32_arg, Variant};
 
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
@@ -144,6 +143,26 @@ fn matmul_tiled_kernel(
     }
 }
 
+kernel_args! {
+    matmul_tiled_args: matmul_tiled_kernel {
+        a: input f32,
+        b: input f32,
+        out: output f32,
+        m: scalar u32,
+        n: scalar u32,
+        k: scalar u32,
+        a_rs: scalar u32,
+        a_cs: scalar u32,
+        a_bs: scalar u32,
+        b_rs: scalar u32,
+        b_cs: scalar u32,
+        b_bs: scalar u32,
+        batch_off: scalar u32;
+        a_m_contig: bool,
+        b_k_contig: bool,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// `op(a)·op(b)` with the sizes `d` from `rae_core::check::matmul`.
@@ -192,25 +211,27 @@ pub(crate) fn matmul<R: Runtime>(
         // SAFETY: reads stay inside batch entry bi < batch of a (m·k floats each) and of b
         // (k·n floats, or one shared matrix when b_bs = 0); writes stay below batch·m·n.
         unsafe {
-            matmul_tiled_kernel::launch_unchecked::<R>(
-                be.client(),
+            matmul_tiled_args::Args {
+                a: tarr(a),
+                b: tarr(b),
+                out: sarr(&out),
+                m: u32_arg("matmul m", m)?,
+                n: u32_arg("matmul n", n)?,
+                k: u32_arg("matmul k", k)?,
+                a_rs: u32_arg("matmul stride", a_rs)?,
+                a_cs: u32_arg("matmul stride", a_cs)?,
+                a_bs: u32_arg("matmul stride", m * k)?,
+                b_rs: u32_arg("matmul stride", b_rs)?,
+                b_cs: u32_arg("matmul stride", b_cs)?,
+                b_bs: u32_arg("matmul stride", b_bs)?,
+                batch_off: u32_arg("matmul batch", first)?,
+                a_m_contig: ta,
+                b_k_contig: tb,
+            }
+            .launch(
+                be,
                 CubeCount::Static(grid_x, grid_y, count as u32),
                 CubeDim::new_2d(16, 16),
-                tarr(a),
-                tarr(b),
-                sarr(&out),
-                u32_arg("matmul m", m)?,
-                u32_arg("matmul n", n)?,
-                u32_arg("matmul k", k)?,
-                u32_arg("matmul stride", a_rs)?,
-                u32_arg("matmul stride", a_cs)?,
-                u32_arg("matmul stride", m * k)?,
-                u32_arg("matmul stride", b_rs)?,
-                u32_arg("matmul stride", b_cs)?,
-                u32_arg("matmul stride", b_bs)?,
-                u32_arg("matmul batch", first)?,
-                ta,
-                tb,
             )
         }
         first += count;
@@ -302,31 +323,11 @@ fn trace(msg: impl FnOnce() -> String) {
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     for ta in [false, true] {
         for tb in [false, true] {
-            v.push(Variant::new(
-                format!("matmul_tiled_kernel ta={ta} tb={tb}"),
+            v.push(matmul_tiled_args::variant(
+                &format!("ta={ta} tb={tb}"),
                 CubeDim::new_2d(16, 16),
-                move |b| {
-                    let (x, y, out) = (input::<f32>(b), input::<f32>(b), output::<f32>(b));
-                    let s: Vec<_> = (0..10).map(|_| scalar::<u32>(b)).collect();
-                    matmul_tiled_kernel::expand(
-                        &mut b.scope,
-                        x,
-                        y,
-                        out,
-                        s[0].clone(),
-                        s[1].clone(),
-                        s[2].clone(),
-                        s[3].clone(),
-                        s[4].clone(),
-                        s[5].clone(),
-                        s[6].clone(),
-                        s[7].clone(),
-                        s[8].clone(),
-                        s[9].clone(),
-                        ta,
-                        tb,
-                    );
-                },
+                ta,
+                tb,
             ));
         }
     }

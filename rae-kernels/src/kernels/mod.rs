@@ -1,5 +1,7 @@
-//! The CubeCL kernels, one family per file. Each file holds the `#[cube]` kernels and the
-//! host functions that launch them; the backend validates shapes before calling them.
+//! The CubeCL kernels, one family per file. Each file holds the `#[cube]` kernels, one
+//! `kernel_args!` list of each kernel's arguments (its launch and its lowering variant),
+//! and the host functions that launch them; the backend validates shapes before calling
+//! them. Kernel files use `device.rs` and `launch.rs` (and each other), never `backend.rs`.
 
 pub(crate) mod cond;
 pub(crate) mod elementwise;

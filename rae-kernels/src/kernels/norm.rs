@@ -10,10 +10,9 @@ use cubecl::prelude::*;
 use rae_core::backend::{NormGrads, NormStats};
 use rae_core::{Result, Tensor};
 
-use crate::backend::CubeBackend;
+use crate::device::CubeBackend;
 use crate::kernels::reduce::{cube_reduce, launch_cols, mode, ColInputs, ROW_CUBE};
-use crate::launch::{sarr, spread, tarr, u32_arg};
-use crate::lowering::{input, output, scalar, Variant};
+use crate::launch::{kernel_args, sarr, spread, tarr, u32_arg, Variant};
 
 #[cube(launch_unchecked)]
 fn norm_forward_kernel(
@@ -79,6 +78,23 @@ fn norm_forward_kernel(
     }
 }
 
+kernel_args! {
+    norm_forward_args: norm_forward_kernel {
+        x: input f32,
+        gamma: input f32,
+        beta: input f32,
+        y: output f32,
+        mean_out: output f32,
+        rstd_out: output f32,
+        rows: scalar u32,
+        c: scalar u32,
+        eps: scalar f32;
+        layer: bool,
+        has_gamma: bool,
+        has_beta: bool,
+    }
+}
+
 #[cube(launch_unchecked)]
 fn norm_backward_kernel(
     x: &Array<f32>,
@@ -140,6 +156,22 @@ fn norm_backward_kernel(
     }
 }
 
+kernel_args! {
+    norm_backward_args: norm_backward_kernel {
+        x: input f32,
+        mean: input f32,
+        rstd: input f32,
+        gamma: input f32,
+        dy: input f32,
+        dx: output f32,
+        rows: scalar u32,
+        c: scalar u32,
+        inv_c: scalar f32;
+        layer: bool,
+        has_gamma: bool,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// LayerNorm (`layer`) or RMSNorm forward on `x` `[rows, c]` (checked by the caller).
@@ -161,23 +193,21 @@ pub(crate) fn forward<R: Runtime>(
         // SAFETY: one cube per row reads and writes row·c + j < rows·c and the stats at row
         // < rows; gamma/beta are read at j < c only when present (checked to be [c]).
         unsafe {
-            norm_forward_kernel::launch_unchecked::<R>(
-                be.client(),
-                spread(rows),
-                CubeDim::new_1d(ROW_CUBE),
-                tarr(x),
-                sarr(g),
-                sarr(b),
-                sarr(&y),
-                sarr(&mean),
-                sarr(&rstd),
-                u32_arg("norm rows", rows)?,
-                u32_arg("norm width", c)?,
+            norm_forward_args::Args {
+                x: tarr(x),
+                gamma: sarr(g),
+                beta: sarr(b),
+                y: sarr(&y),
+                mean_out: sarr(&mean),
+                rstd_out: sarr(&rstd),
+                rows: u32_arg("norm rows", rows)?,
+                c: u32_arg("norm width", c)?,
                 eps,
                 layer,
-                gamma.is_some(),
-                beta.is_some(),
-            )
+                has_gamma: gamma.is_some(),
+                has_beta: beta.is_some(),
+            }
+            .launch(be, spread(rows), CubeDim::new_1d(ROW_CUBE))
         }
     }
     // RMSNorm has no mean: the CPU backend reports zeros; the kernel wrote 0 for each row.
@@ -207,22 +237,20 @@ pub(crate) fn backward<R: Runtime>(
         let g = be.or_placeholder(gamma.map(|t| t.storage()));
         // SAFETY: as in the forward: reads and writes at row·c + j < rows·c, stats at row.
         unsafe {
-            norm_backward_kernel::launch_unchecked::<R>(
-                be.client(),
-                spread(rows),
-                CubeDim::new_1d(ROW_CUBE),
-                tarr(x),
-                tarr(&stats.mean),
-                tarr(&stats.rstd),
-                sarr(g),
-                tarr(dy),
-                sarr(&dx),
-                u32_arg("norm rows", rows)?,
-                u32_arg("norm width", c)?,
-                1.0 / c as f32,
+            norm_backward_args::Args {
+                x: tarr(x),
+                mean: tarr(&stats.mean),
+                rstd: tarr(&stats.rstd),
+                gamma: sarr(g),
+                dy: tarr(dy),
+                dx: sarr(&dx),
+                rows: u32_arg("norm rows", rows)?,
+                c: u32_arg("norm width", c)?,
+                inv_c: 1.0 / c as f32,
                 layer,
-                gamma.is_some(),
-            )
+                has_gamma: gamma.is_some(),
+            }
+            .launch(be, spread(rows), CubeDim::new_1d(ROW_CUBE))
         }
     }
     let dweight = match gamma {
@@ -272,53 +300,19 @@ pub(crate) fn variants(v: &mut Vec<Variant>) {
                 if has_beta && !layer {
                     continue;
                 }
-                v.push(Variant::new(
-                    format!("norm_forward_kernel layer={layer} gamma={has_gamma} beta={has_beta}"),
+                v.push(norm_forward_args::variant(
+                    &format!("layer={layer} gamma={has_gamma} beta={has_beta}"),
                     dim,
-                    move |b| {
-                        let (x, g, be) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
-                        let (y, m, r) = (output::<f32>(b), output::<f32>(b), output::<f32>(b));
-                        let (rows, c, eps) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
-                        norm_forward_kernel::expand(
-                            &mut b.scope,
-                            x,
-                            g,
-                            be,
-                            y,
-                            m,
-                            r,
-                            rows,
-                            c,
-                            eps,
-                            layer,
-                            has_gamma,
-                            has_beta,
-                        );
-                    },
+                    layer,
+                    has_gamma,
+                    has_beta,
                 ));
             }
-            v.push(Variant::new(
-                format!("norm_backward_kernel layer={layer} gamma={has_gamma}"),
+            v.push(norm_backward_args::variant(
+                &format!("layer={layer} gamma={has_gamma}"),
                 dim,
-                move |b| {
-                    let ins: Vec<_> = (0..5).map(|_| input::<f32>(b)).collect();
-                    let dx = output::<f32>(b);
-                    let (rows, c, inv) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
-                    norm_backward_kernel::expand(
-                        &mut b.scope,
-                        ins[0].clone(),
-                        ins[1].clone(),
-                        ins[2].clone(),
-                        ins[3].clone(),
-                        ins[4].clone(),
-                        dx,
-                        rows,
-                        c,
-                        inv,
-                        layer,
-                        has_gamma,
-                    );
-                },
+                layer,
+                has_gamma,
             ));
         }
     }

@@ -6,9 +6,8 @@ use cubecl::prelude::*;
 use rae_core::backend::AdamWStep;
 use rae_core::{Result, Tensor};
 
-use crate::backend::CubeBackend;
-use crate::launch::{grid_1d, sarr, tarr, vector_width, CUBE_1D};
-use crate::lowering::{input, output, scalar, Variant, WIDTHS};
+use crate::device::CubeBackend;
+use crate::launch::{grid_1d, kernel_args, sarr, tarr, vector_width, Variant, CUBE_1D, WIDTHS};
 
 #[cube(launch_unchecked)]
 fn adamw_kernel<N: Size>(
@@ -41,6 +40,26 @@ fn adamw_kernel<N: Size>(
     }
 }
 
+kernel_args! {
+    adamw_args: adamw_kernel<N> {
+        p: input V,
+        g: input V,
+        m: input V,
+        v: input V,
+        p_out: output V,
+        m_out: output V,
+        v_out: output V,
+        grad_scale: scalar f32,
+        decay: scalar f32,
+        one_minus_b1: scalar f32,
+        beta2: scalar f32,
+        one_minus_b2: scalar f32,
+        step_size: scalar f32,
+        bc2_sqrt: scalar f32,
+        eps: scalar f32;
+    }
+}
+
 #[cube(launch_unchecked)]
 fn ema_kernel<N: Size>(
     e: &Array<Vector<f32, N>>,
@@ -52,6 +71,16 @@ fn ema_kernel<N: Size>(
     let i = ABSOLUTE_POS;
     if i < y.len() {
         y[i] = e[i] * Vector::new(decay) + p[i] * Vector::new(one_minus_decay);
+    }
+}
+
+kernel_args! {
+    ema_args: ema_kernel<N> {
+        e: input V,
+        p: input V,
+        y: output V,
+        decay: scalar f32,
+        one_minus_decay: scalar f32;
     }
 }
 
@@ -74,30 +103,27 @@ pub(crate) fn adamw<R: Runtime>(
         let (bc1, bc2) = hp.bias_corrections();
         let w = vector_width(be, &[n]);
         let (count, dim) = grid_1d(n / w);
-        // SAFETY: all seven buffers hold n floats; units check the output length.
+        // SAFETY: all seven buffers hold n floats; units check the output length. Each
+        // scalar is rounded to f32 once, as on the CPU.
         unsafe {
-            adamw_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(param),
-                tarr(grad),
-                tarr(m),
-                tarr(v),
-                sarr(&p_out),
-                sarr(&m_out),
-                sarr(&v_out),
-                // Each scalar rounded to f32 once, as on the CPU.
-                hp.grad_scale,
-                1.0 - hp.lr * hp.weight_decay,
-                1.0 - hp.beta1,
-                hp.beta2,
-                1.0 - hp.beta2,
-                hp.lr / bc1,
-                bc2.sqrt(),
-                hp.eps,
-            )
+            adamw_args::Args {
+                p: tarr(param),
+                g: tarr(grad),
+                m: tarr(m),
+                v: tarr(v),
+                p_out: sarr(&p_out),
+                m_out: sarr(&m_out),
+                v_out: sarr(&v_out),
+                grad_scale: hp.grad_scale,
+                decay: 1.0 - hp.lr * hp.weight_decay,
+                one_minus_b1: 1.0 - hp.beta1,
+                beta2: hp.beta2,
+                one_minus_b2: 1.0 - hp.beta2,
+                step_size: hp.lr / bc1,
+                bc2_sqrt: bc2.sqrt(),
+                eps: hp.eps,
+            }
+            .launch(be, count, dim, w)
         }
     }
     *param = be.tensor(p_out, param.shape().clone())?;
@@ -120,17 +146,14 @@ pub(crate) fn ema<R: Runtime>(
         let (count, dim) = grid_1d(n / w);
         // SAFETY: the three buffers hold n floats; units check the output length.
         unsafe {
-            ema_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                w,
-                tarr(ema),
-                tarr(param),
-                sarr(&out),
+            ema_args::Args {
+                e: tarr(ema),
+                p: tarr(param),
+                y: sarr(&out),
                 decay,
-                1.0 - decay,
-            )
+                one_minus_decay: 1.0 - decay,
+            }
+            .launch(be, count, dim, w)
         }
     }
     *ema = be.tensor(out, ema.shape().clone())?;
@@ -140,46 +163,15 @@ pub(crate) fn ema<R: Runtime>(
 /// Every variant of this family, for [`crate::lowering`].
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     for w in WIDTHS {
-        v.push(Variant::new(
-            format!("adamw_kernel w={w}"),
+        v.push(adamw_args::variant(
+            &format!("w={w}"),
             CubeDim::new_1d(CUBE_1D),
-            move |b| {
-                type V = Vector<f32, adamw_kernel::N>;
-                b.scope.register_size::<adamw_kernel::N>(w);
-                let (p, g, m, vv) = (input::<V>(b), input::<V>(b), input::<V>(b), input::<V>(b));
-                let (po, mo, vo) = (output::<V>(b), output::<V>(b), output::<V>(b));
-                let s: Vec<_> = (0..8).map(|_| scalar::<f32>(b)).collect();
-                adamw_kernel::expand::<adamw_kernel::N>(
-                    &mut b.scope,
-                    w,
-                    p,
-                    g,
-                    m,
-                    vv,
-                    po,
-                    mo,
-                    vo,
-                    s[0].clone(),
-                    s[1].clone(),
-                    s[2].clone(),
-                    s[3].clone(),
-                    s[4].clone(),
-                    s[5].clone(),
-                    s[6].clone(),
-                    s[7].clone(),
-                );
-            },
+            w,
         ));
-        v.push(Variant::new(
-            format!("ema_kernel w={w}"),
+        v.push(ema_args::variant(
+            &format!("w={w}"),
             CubeDim::new_1d(CUBE_1D),
-            move |b| {
-                type V = Vector<f32, ema_kernel::N>;
-                b.scope.register_size::<ema_kernel::N>(w);
-                let (e, p, y) = (input::<V>(b), input::<V>(b), output::<V>(b));
-                let (d, od) = (scalar::<f32>(b), scalar::<f32>(b));
-                ema_kernel::expand::<ema_kernel::N>(&mut b.scope, w, e, p, y, d, od);
-            },
+            w,
         ));
     }
 }

@@ -18,9 +18,8 @@ use cubecl::prelude::*;
 use rae_core::rng::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1};
 use rae_core::{PhiloxKey, Result};
 
-use crate::backend::{CubeBackend, CubeStorage};
-use crate::launch::{grid_1d, sarr, u32_arg, CUBE_1D};
-use crate::lowering::{output, scalar, Variant};
+use crate::device::{CubeBackend, CubeStorage};
+use crate::launch::{grid_1d, kernel_args, sarr, u32_arg, Variant, CUBE_1D};
 
 const LN_C9: f32 = 2.0 / 9.0;
 const LN_C7: f32 = 2.0 / 7.0;
@@ -205,6 +204,22 @@ fn philox_fill_kernel(
     }
 }
 
+kernel_args! {
+    philox_fill_args: philox_fill_kernel {
+        out: output f32,
+        block_lo: scalar u32,
+        block_hi: scalar u32,
+        key_lo: scalar u32,
+        key_hi: scalar u32,
+        stream_lo: scalar u32,
+        stream_hi: scalar u32,
+        skip: scalar u32,
+        n: scalar u32,
+        blocks: scalar u32;
+        normal: bool,
+    }
+}
+
 /// `n` uniforms (or normals) at positions `offset ..` of `key`.
 pub(crate) fn fill<R: Runtime>(
     be: &CubeBackend<R>,
@@ -221,22 +236,20 @@ pub(crate) fn fill<R: Runtime>(
         let (count, dim) = grid_1d(blocks);
         // SAFETY: unit j writes position 4j + l − skip only when it lies in [0, n).
         unsafe {
-            philox_fill_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                sarr(&out),
-                first_block as u32,
-                (first_block >> 32) as u32,
-                key.seed as u32,
-                (key.seed >> 32) as u32,
-                key.stream as u32,
-                (key.stream >> 32) as u32,
-                skip as u32,
-                u32_arg("philox fill length", n)?,
-                u32_arg("philox fill blocks", blocks)?,
+            philox_fill_args::Args {
+                out: sarr(&out),
+                block_lo: first_block as u32,
+                block_hi: (first_block >> 32) as u32,
+                key_lo: key.seed as u32,
+                key_hi: (key.seed >> 32) as u32,
+                stream_lo: key.stream as u32,
+                stream_hi: (key.stream >> 32) as u32,
+                skip: skip as u32,
+                n: u32_arg("philox fill length", n)?,
+                blocks: u32_arg("philox fill blocks", blocks)?,
                 normal,
-            )
+            }
+            .launch(be, count, dim)
         }
     }
     Ok(out)
@@ -245,27 +258,10 @@ pub(crate) fn fill<R: Runtime>(
 /// Every variant of this family, for [`crate::lowering`].
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     for normal in [false, true] {
-        v.push(Variant::new(
-            format!("philox_fill_kernel normal={normal}"),
+        v.push(philox_fill_args::variant(
+            &format!("normal={normal}"),
             CubeDim::new_1d(CUBE_1D),
-            move |b| {
-                let out = output::<f32>(b);
-                let s: Vec<_> = (0..9).map(|_| scalar::<u32>(b)).collect();
-                philox_fill_kernel::expand(
-                    &mut b.scope,
-                    out,
-                    s[0].clone(),
-                    s[1].clone(),
-                    s[2].clone(),
-                    s[3].clone(),
-                    s[4].clone(),
-                    s[5].clone(),
-                    s[6].clone(),
-                    s[7].clone(),
-                    s[8].clone(),
-                    normal,
-                );
-            },
+            normal,
         ));
     }
 }

@@ -12,9 +12,8 @@
 use cubecl::prelude::*;
 use rae_core::{Reduce, Result, Tensor};
 
-use crate::backend::{CubeBackend, CubeStorage};
-use crate::launch::{sarr, spread, u32_arg};
-use crate::lowering::{input, output, scalar, Variant};
+use crate::device::{CubeBackend, CubeStorage};
+use crate::launch::{kernel_args, sarr, spread, u32_arg, Variant};
 
 /// Units per cube of the row kernels (a power of two).
 pub(crate) const ROW_CUBE: u32 = 256;
@@ -106,6 +105,20 @@ fn row_reduce_kernel(
     }
 }
 
+kernel_args! {
+    row_reduce_args: row_reduce_kernel {
+        x: input f32,
+        out: output f32,
+        rows: scalar u32,
+        mid: scalar u32,
+        seg_len: scalar u32,
+        segs: scalar u32,
+        post: scalar f32;
+        op: u32,
+        scale_out: bool,
+    }
+}
+
 /// Column reduction of an `[outer, mid, inner]` view in cubes of 32 × 8 units, `mid`
 /// split into `segs` segments: `out[(o·segs + seg)·inner + i]`.
 #[cube(launch_unchecked)]
@@ -183,6 +196,25 @@ fn col_reduce_kernel(
     }
 }
 
+kernel_args! {
+    col_reduce_args: col_reduce_kernel {
+        x: input f32,
+        z: input f32,
+        mean: input f32,
+        rstd: input f32,
+        out: output f32,
+        outer: scalar u32,
+        mid: scalar u32,
+        inner: scalar u32,
+        seg_len: scalar u32,
+        segs: scalar u32,
+        tiles: scalar u32,
+        post: scalar f32;
+        op: u32,
+        scale_out: bool,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// Segments so that a reduction of `cubes` independent outputs (per segment) over `mid`
@@ -214,20 +246,18 @@ fn launch_rows<R: Runtime>(
         // SAFETY: x holds rows·mid floats; every read is below that (row < rows, j < mid),
         // every write is at a cube index below rows·segs.
         unsafe {
-            row_reduce_kernel::launch_unchecked::<R>(
-                be.client(),
-                spread(rows * segs),
-                CubeDim::new_1d(ROW_CUBE),
-                sarr(x),
-                sarr(&out),
-                u32_arg("reduce rows", rows)?,
-                u32_arg("reduce length", mid)?,
-                u32_arg("reduce segment", seg_len)?,
-                u32_arg("reduce segments", segs)?,
-                post.unwrap_or(1.0),
+            row_reduce_args::Args {
+                x: sarr(x),
+                out: sarr(&out),
+                rows: u32_arg("reduce rows", rows)?,
+                mid: u32_arg("reduce length", mid)?,
+                seg_len: u32_arg("reduce segment", seg_len)?,
+                segs: u32_arg("reduce segments", segs)?,
+                post: post.unwrap_or(1.0),
                 op,
-                post.is_some() && segs == 1,
-            )
+                scale_out: post.is_some() && segs == 1,
+            }
+            .launch(be, spread(rows * segs), CubeDim::new_1d(ROW_CUBE))
         }
     }
     if segs == 1 {
@@ -270,25 +300,23 @@ pub(crate) fn launch_cols<R: Runtime>(
         // o·mid + m of mean/rstd, which the modes that read them size accordingly; writes
         // stay below outer·segs·inner.
         unsafe {
-            col_reduce_kernel::launch_unchecked::<R>(
-                be.client(),
-                spread(tiles * outer * segs),
-                CubeDim::new_2d(32, 8),
-                sarr(inp.x),
-                sarr(z),
-                sarr(mean),
-                sarr(rstd),
-                sarr(&out),
-                u32_arg("reduce outer", outer)?,
-                u32_arg("reduce length", mid)?,
-                u32_arg("reduce inner", inner)?,
-                u32_arg("reduce segment", seg_len)?,
-                u32_arg("reduce segments", segs)?,
-                u32_arg("reduce tiles", tiles)?,
-                post.unwrap_or(1.0),
+            col_reduce_args::Args {
+                x: sarr(inp.x),
+                z: sarr(z),
+                mean: sarr(mean),
+                rstd: sarr(rstd),
+                out: sarr(&out),
+                outer: u32_arg("reduce outer", outer)?,
+                mid: u32_arg("reduce length", mid)?,
+                inner: u32_arg("reduce inner", inner)?,
+                seg_len: u32_arg("reduce segment", seg_len)?,
+                segs: u32_arg("reduce segments", segs)?,
+                tiles: u32_arg("reduce tiles", tiles)?,
+                post: post.unwrap_or(1.0),
                 op,
-                post.is_some() && segs == 1,
-            )
+                scale_out: post.is_some() && segs == 1,
+            }
+            .launch(be, spread(tiles * outer * segs), CubeDim::new_2d(32, 8))
         }
     }
     if segs == 1 {
@@ -337,26 +365,11 @@ pub(crate) fn reduce<R: Runtime>(
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     for scale_out in [false, true] {
         for op in [mode::SUM, mode::SUM_SQ] {
-            v.push(Variant::new(
-                format!("row_reduce_kernel op={op} scale={scale_out}"),
+            v.push(row_reduce_args::variant(
+                &format!("op={op} scale={scale_out}"),
                 CubeDim::new_1d(ROW_CUBE),
-                move |b| {
-                    let (x, out) = (input::<f32>(b), output::<f32>(b));
-                    let s: Vec<_> = (0..4).map(|_| scalar::<u32>(b)).collect();
-                    let post = scalar::<f32>(b);
-                    row_reduce_kernel::expand(
-                        &mut b.scope,
-                        x,
-                        out,
-                        s[0].clone(),
-                        s[1].clone(),
-                        s[2].clone(),
-                        s[3].clone(),
-                        post,
-                        op,
-                        scale_out,
-                    );
-                },
+                op,
+                scale_out,
             ));
         }
         for op in [
@@ -366,32 +379,11 @@ pub(crate) fn variants(v: &mut Vec<Variant>) {
             mode::NORM_DW,
             mode::RMS_DW,
         ] {
-            v.push(Variant::new(
-                format!("col_reduce_kernel op={op} scale={scale_out}"),
+            v.push(col_reduce_args::variant(
+                &format!("op={op} scale={scale_out}"),
                 CubeDim::new_2d(32, 8),
-                move |b| {
-                    let ins: Vec<_> = (0..4).map(|_| input::<f32>(b)).collect();
-                    let out = output::<f32>(b);
-                    let s: Vec<_> = (0..6).map(|_| scalar::<u32>(b)).collect();
-                    let post = scalar::<f32>(b);
-                    col_reduce_kernel::expand(
-                        &mut b.scope,
-                        ins[0].clone(),
-                        ins[1].clone(),
-                        ins[2].clone(),
-                        ins[3].clone(),
-                        out,
-                        s[0].clone(),
-                        s[1].clone(),
-                        s[2].clone(),
-                        s[3].clone(),
-                        s[4].clone(),
-                        s[5].clone(),
-                        post,
-                        op,
-                        scale_out,
-                    );
-                },
+                op,
+                scale_out,
             ));
         }
     }

@@ -4,9 +4,8 @@
 use cubecl::prelude::*;
 use rae_core::{Result, Tensor};
 
-use crate::backend::CubeBackend;
-use crate::launch::{grid_1d, sarr, tarr, u32_arg, CUBE_1D};
-use crate::lowering::{input, output, scalar, Variant};
+use crate::device::CubeBackend;
+use crate::launch::{grid_1d, kernel_args, sarr, tarr, u32_arg, Variant, CUBE_1D};
 
 #[cube(launch_unchecked)]
 fn rope_kernel(
@@ -39,6 +38,19 @@ fn rope_kernel(
     }
 }
 
+kernel_args! {
+    rope_args: rope_kernel {
+        x: input f32,
+        cos: input f32,
+        sin: input f32,
+        y: output f32,
+        pairs: scalar u32,
+        n: scalar u32,
+        half: scalar u32;
+        inverse: bool,
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// RoPE on `x` `[.., N, hd]` with tables `[N, hd]` (checked by the caller).
@@ -58,19 +70,17 @@ pub(crate) fn rope<R: Runtime>(
         // SAFETY: unit q < pairs touches x/y at row·hd + 2p + {0,1} < numel and the tables
         // at t·hd + 2p + {0,1} < n·hd (t = row mod n).
         unsafe {
-            rope_kernel::launch_unchecked::<R>(
-                be.client(),
-                count,
-                dim,
-                tarr(x),
-                tarr(cos),
-                tarr(sin),
-                sarr(&out),
-                u32_arg("rope size", pairs)?,
-                u32_arg("rope tokens", n)?,
-                u32_arg("rope head size", hd / 2)?,
+            rope_args::Args {
+                x: tarr(x),
+                cos: tarr(cos),
+                sin: tarr(sin),
+                y: sarr(&out),
+                pairs: u32_arg("rope size", pairs)?,
+                n: u32_arg("rope tokens", n)?,
+                half: u32_arg("rope head size", hd / 2)?,
                 inverse,
-            )
+            }
+            .launch(be, count, dim)
         }
     }
     be.tensor(out, x.shape().clone())
@@ -79,15 +89,10 @@ pub(crate) fn rope<R: Runtime>(
 /// Every variant of this family, for [`crate::lowering`].
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     for inverse in [false, true] {
-        v.push(Variant::new(
-            format!("rope_kernel inverse={inverse}"),
+        v.push(rope_args::variant(
+            &format!("inverse={inverse}"),
             CubeDim::new_1d(CUBE_1D),
-            move |b| {
-                let (x, c, s) = (input::<f32>(b), input::<f32>(b), input::<f32>(b));
-                let y = output::<f32>(b);
-                let (p, n, h) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<u32>(b));
-                rope_kernel::expand(&mut b.scope, x, c, s, y, p, n, h, inverse);
-            },
+            inverse,
         ));
     }
 }

@@ -6,9 +6,8 @@
 use cubecl::prelude::*;
 use rae_core::{Precision, Result, Tensor};
 
-use crate::backend::CubeBackend;
-use crate::launch::{grid_1d, sarr, tarr};
-use crate::lowering::{input, output, Variant};
+use crate::device::CubeBackend;
+use crate::launch::{grid_1d, kernel_args, sarr, tarr, Variant};
 
 /// `y = round(x)` keeping `23 − drop` mantissa bits; NaN and infinities unchanged.
 #[cube(launch_unchecked)]
@@ -28,6 +27,10 @@ fn round_kernel(x: &Array<f32>, y: &mut Array<f32>, #[comptime] drop: u32) {
     }
 }
 
+kernel_args! {
+    round_args: round_kernel { x: input f32, y: output f32; drop: u32 }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 /// `x` with every value rounded to `p` (a shared clone when `p` is f32).
@@ -42,7 +45,12 @@ pub(crate) fn round<R: Runtime>(be: &CubeBackend<R>, x: &T<R>, p: Precision) -> 
     // SAFETY: input and output hold n floats; units check the output's length (the input
     // argument covers exactly the tensor's n values).
     unsafe {
-        round_kernel::launch_unchecked::<R>(be.client(), count, dim, tarr(x), sarr(&out), drop)
+        round_args::Args {
+            x: tarr(x),
+            y: sarr(&out),
+            drop,
+        }
+        .launch(be, count, dim)
     }
     be.tensor(out, x.shape().clone())
 }
@@ -51,13 +59,10 @@ pub(crate) fn round<R: Runtime>(be: &CubeBackend<R>, x: &T<R>, p: Precision) -> 
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     for p in [Precision::Tf32, Precision::Bf16] {
         let drop = 23 - p.mantissa_bits();
-        v.push(Variant::new(
-            format!("round_kernel precision={p}"),
+        v.push(round_args::variant(
+            &format!("precision={p}"),
             CubeDim::new_1d(crate::launch::CUBE_1D),
-            move |b| {
-                let (x, y) = (input::<f32>(b), output::<f32>(b));
-                round_kernel::expand(&mut b.scope, x, y, drop);
-            },
+            drop,
         ));
     }
 }

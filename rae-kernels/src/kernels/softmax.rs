@@ -9,10 +9,9 @@
 use cubecl::prelude::*;
 use rae_core::{Result, Tensor};
 
-use crate::backend::CubeBackend;
+use crate::device::CubeBackend;
 use crate::kernels::reduce::{cube_reduce, mode, ROW_CUBE};
-use crate::launch::{sarr, spread, tarr, u32_arg};
-use crate::lowering::{input, output, scalar, Variant};
+use crate::launch::{kernel_args, sarr, spread, tarr, u32_arg, Variant};
 
 #[cube(launch_unchecked)]
 fn softmax_kernel(x: &Array<f32>, y: &mut Array<f32>, rows: u32, c: u32, scale: f32) {
@@ -49,6 +48,16 @@ fn softmax_kernel(x: &Array<f32>, y: &mut Array<f32>, rows: u32, c: u32, scale: 
     }
 }
 
+kernel_args! {
+    softmax_args: softmax_kernel {
+        x: input f32,
+        y: output f32,
+        rows: scalar u32,
+        c: scalar u32,
+        scale: scalar f32;
+    }
+}
+
 #[cube(launch_unchecked)]
 fn softmax_backward_kernel(
     y: &Array<f32>,
@@ -81,6 +90,17 @@ fn softmax_backward_kernel(
     }
 }
 
+kernel_args! {
+    softmax_backward_args: softmax_backward_kernel {
+        y: input f32,
+        dy: input f32,
+        dx: output f32,
+        rows: scalar u32,
+        c: scalar u32,
+        scale: scalar f32;
+    }
+}
+
 type T<R> = Tensor<CubeBackend<R>>;
 
 fn rows_of<R: Runtime>(x: &T<R>) -> (usize, usize) {
@@ -95,16 +115,14 @@ pub(crate) fn softmax<R: Runtime>(be: &CubeBackend<R>, x: &T<R>, scale: f32) -> 
     if rows > 0 {
         // SAFETY: one cube per row; reads and writes at row·c + j < rows·c.
         unsafe {
-            softmax_kernel::launch_unchecked::<R>(
-                be.client(),
-                spread(rows),
-                CubeDim::new_1d(ROW_CUBE),
-                tarr(x),
-                sarr(&out),
-                u32_arg("softmax rows", rows)?,
-                u32_arg("softmax width", c)?,
+            softmax_args::Args {
+                x: tarr(x),
+                y: sarr(&out),
+                rows: u32_arg("softmax rows", rows)?,
+                c: u32_arg("softmax width", c)?,
                 scale,
-            )
+            }
+            .launch(be, spread(rows), CubeDim::new_1d(ROW_CUBE))
         }
     }
     be.tensor(out, x.shape().clone())
@@ -123,17 +141,15 @@ pub(crate) fn softmax_backward<R: Runtime>(
     if rows > 0 {
         // SAFETY: one cube per row; reads and writes at row·c + j < rows·c.
         unsafe {
-            softmax_backward_kernel::launch_unchecked::<R>(
-                be.client(),
-                spread(rows),
-                CubeDim::new_1d(ROW_CUBE),
-                tarr(y),
-                tarr(dy),
-                sarr(&out),
-                u32_arg("softmax rows", rows)?,
-                u32_arg("softmax width", c)?,
+            softmax_backward_args::Args {
+                y: tarr(y),
+                dy: tarr(dy),
+                dx: sarr(&out),
+                rows: u32_arg("softmax rows", rows)?,
+                c: u32_arg("softmax width", c)?,
                 scale,
-            )
+            }
+            .launch(be, spread(rows), CubeDim::new_1d(ROW_CUBE))
         }
     }
     be.tensor(out, y.shape().clone())
@@ -142,14 +158,6 @@ pub(crate) fn softmax_backward<R: Runtime>(
 /// Every variant of this family, for [`crate::lowering`].
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     let dim = CubeDim::new_1d(ROW_CUBE);
-    v.push(Variant::new("softmax_kernel", dim, |b| {
-        let (x, y) = (input::<f32>(b), output::<f32>(b));
-        let (rows, c, s) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
-        softmax_kernel::expand(&mut b.scope, x, y, rows, c, s);
-    }));
-    v.push(Variant::new("softmax_backward_kernel", dim, |b| {
-        let (y, dy, dx) = (input::<f32>(b), input::<f32>(b), output::<f32>(b));
-        let (rows, c, s) = (scalar::<u32>(b), scalar::<u32>(b), scalar::<f32>(b));
-        softmax_backward_kernel::expand(&mut b.scope, y, dy, dx, rows, c, s);
-    }));
+    v.push(softmax_args::variant("", dim));
+    v.push(softmax_backward_args::variant("", dim));
 }
