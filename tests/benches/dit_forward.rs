@@ -12,17 +12,12 @@
 //!
 //! `XDG_RUNTIME_DIR=/tmp cargo bench -p rae-tests --bench dit_forward`
 
-use std::time::Instant;
-
 use rae_backend_wgpu::{AdapterKind, WgpuOptions};
-use rae_core::flow::{shift_factor, TimeDist};
 use rae_core::models::{DitConfig, DitDh, Mode};
 use rae_core::nn::Init;
-use rae_core::optim::{AdamWConfig, Decay, LrSchedule, Warmup};
-use rae_core::train::{
-    stage2_step, trainable_params, Optimizer, OptimizerConfig, RngState, Stage2Config,
-};
+use rae_core::train::trainable_params;
 use rae_core::{Backend, CpuBackend, PhiloxKey, Result};
+use rae_tests::bench::{median_secs, optimizer_config, stage2_step_secs};
 
 /// How much work a backend gets.
 #[derive(Debug, Clone, Copy)]
@@ -77,21 +72,6 @@ fn tiny_dit() -> DitConfig {
 /// The tiny preset's batch.
 const TINY_BATCH: usize = 32;
 
-/// Median seconds of `iters` timed calls of `f` after one untimed call.
-fn time<B: Backend>(b: &B, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    b.sync()?;
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t = Instant::now();
-        f()?;
-        b.sync()?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
 /// Median seconds of one DiT-DH-S eval forward of `batch` images.
 fn dit_s_forward<B: Backend>(b: &B, plan: Plan) -> Result<(f64, usize)> {
     let cfg = DitConfig::dh_s();
@@ -107,45 +87,17 @@ fn dit_s_forward<B: Backend>(b: &B, plan: Plan) -> Result<(f64, usize)> {
         .map(|i| (i as f32 + 0.5) / plan.batch as f32)
         .collect();
     let y: Vec<u32> = (0..plan.batch).map(|i| (i * 7 % 1000) as u32).collect();
-    let s = time(b, plan.fwd_iters, || {
+    let s = median_secs(b, plan.fwd_iters, || {
         m.forward(b, &x, &t, &y, Mode::Infer).map(drop)
     })?;
     Ok((s, params))
 }
 
-/// Median seconds of one stage-2 step of the tiny preset.
+/// Median seconds of one stage-2 step of the tiny preset (its optimiser: lr 1e-3 to 1e-4,
+/// clip 1, EMA 0.995).
 fn tiny_step<B: Backend>(b: &B, plan: Plan) -> Result<f64> {
-    let cfg = tiny_dit();
-    let (c, g) = (cfg.in_channels, cfg.input_size);
-    let mut m = DitDh::new(b, &mut Init::new(0xD17), cfg.clone())?;
-    let steps = 1000;
-    // The tiny preset's optimiser: lr 1e-3 to 1e-4 linearly after a constant warm-up of
-    // 5% of the steps, clip 1, EMA 0.995.
-    let ocfg = OptimizerConfig {
-        adamw: AdamWConfig::default(),
-        schedule: LrSchedule {
-            base_lr: 1e-3,
-            final_lr: 1e-4,
-            warmup_steps: steps / 20,
-            decay_end_step: steps,
-            warmup: Warmup::Constant,
-            decay: Decay::Linear,
-        },
-        clip: Some(1.0),
-        ema_decay: 0.995,
-    };
-    let mut opt = Optimizer::new(b, &m, ocfg)?;
-    let mut rng = RngState::new(0);
-    let s2 = Stage2Config {
-        time_dist: TimeDist::parse("logit-normal_0_1")?,
-        shift: shift_factor(c * g * g, 4096)?,
-        label_dropout: cfg.class_dropout_prob,
-    };
-    let z = b.fill_normal(&[TINY_BATCH, c, g, g], PhiloxKey::new(2, 2), 0)?;
-    let labels: Vec<u32> = (0..TINY_BATCH).map(|i| (i % 10) as u32).collect();
-    time(b, plan.step_iters, || {
-        stage2_step(b, &mut m, &mut opt, &mut rng, &s2, &z, &labels).map(drop)
-    })
+    let opt = optimizer_config((1e-3, 1e-4), 0.995);
+    stage2_step_secs(b, &tiny_dit(), TINY_BATCH, plan.step_iters, opt)
 }
 
 /// Runs both measurements on `b` and prints its table rows.

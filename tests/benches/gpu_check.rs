@@ -18,17 +18,14 @@
 //! steps) and also accepts a CPU adapter (lavapipe), so the code can be exercised on a
 //! machine without a GPU: `RAE_GPU_CHECK_QUICK=1 cargo bench -p rae-tests --bench gpu_check`.
 
-use std::time::Instant;
-
 use rae_backend_wgpu::{AdapterKind, WgpuOptions};
-use rae_core::flow::{sample_ode, shift_factor, shifted_grid, Keep, OdeMethod, TimeDist};
+use rae_core::flow::{sample_ode, shift_factor, shifted_grid, Keep, OdeMethod};
 use rae_core::models::{Dinov2Config, Dinov2Encoder, DitConfig, DitDh, Mode};
 use rae_core::nn::Init;
-use rae_core::optim::{AdamWConfig, Decay, LrSchedule, Warmup};
-use rae_core::train::{stage2_step, Optimizer, OptimizerConfig, RngState, Stage2Config};
 use rae_core::{Backend, PhiloxKey, Precision, Result, Tensor};
 use rae_kernels::cubecl::Runtime;
 use rae_kernels::CubeBackend;
+use rae_tests::bench::{median_secs, optimizer_config, stage2_step_secs};
 
 /// Sizes of one run.
 #[derive(Debug, Clone)]
@@ -80,21 +77,6 @@ fn quick() -> Plan {
     }
 }
 
-/// Median seconds of `iters` timed calls of `f` after one untimed call.
-fn time<B: Backend>(b: &B, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    b.sync()?;
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t = Instant::now();
-        f()?;
-        b.sync()?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
 /// The pool's reserved GiB now (after a measurement: its high-water mark).
 fn reserved_gib<R: Runtime>(b: &CubeBackend<R>) -> f64 {
     b.client()
@@ -110,41 +92,13 @@ fn row(backend: &str, what: &str, prec: &str, batch: String, value: String, mem:
 fn matmul<R: Runtime>(b: &CubeBackend<R>, n: usize, iters: usize) -> Result<f64> {
     let x = b.fill_normal(&[n, n], PhiloxKey::new(1, 1), 0)?;
     let w = b.fill_normal(&[n, n], PhiloxKey::new(2, 2), 0)?;
-    let s = time(b, iters.max(5), || b.matmul(&x, &w, false, true).map(drop))?;
+    let s = median_secs(b, iters.max(5), || b.matmul(&x, &w, false, true).map(drop))?;
     Ok(2.0 * (n as f64).powi(3) / s / 1e12)
 }
 
 fn train_step<B: Backend>(b: &B, cfg: &DitConfig, batch: usize, iters: usize) -> Result<f64> {
-    let (c, g) = (cfg.in_channels, cfg.input_size);
-    let mut m = DitDh::new(b, &mut Init::new(7), cfg.clone())?;
-    let ocfg = OptimizerConfig {
-        adamw: AdamWConfig::default(),
-        schedule: LrSchedule {
-            base_lr: 2e-4,
-            final_lr: 2e-5,
-            warmup_steps: 100,
-            decay_end_step: 1000,
-            warmup: Warmup::Constant,
-            decay: Decay::Linear,
-        },
-        clip: Some(1.0),
-        ema_decay: 0.9995,
-    };
-    let mut opt = Optimizer::new(b, &m, ocfg)?;
-    let mut rng = RngState::new(0);
-    let s2 = Stage2Config {
-        time_dist: TimeDist::parse("logit-normal_0_1")?,
-        shift: shift_factor(c * g * g, 4096)?,
-        label_dropout: cfg.class_dropout_prob,
-    };
-    let z = b.fill_normal(&[batch, c, g, g], PhiloxKey::new(3, 3), 0)?;
-    let labels: Vec<u32> = (0..batch)
-        .map(|i| (i * 37 % cfg.num_classes) as u32)
-        .collect();
-    let s = time(b, iters, || {
-        stage2_step(b, &mut m, &mut opt, &mut rng, &s2, &z, &labels).map(drop)
-    })?;
-    Ok(batch as f64 / s)
+    let opt = optimizer_config((2e-4, 2e-5), 0.9995);
+    Ok(batch as f64 / stage2_step_secs(b, cfg, batch, iters, opt)?)
 }
 
 fn sampling<B: Backend>(b: &B, cfg: &DitConfig, batch: usize, steps: usize) -> Result<f64> {
@@ -153,7 +107,7 @@ fn sampling<B: Backend>(b: &B, cfg: &DitConfig, batch: usize, steps: usize) -> R
     let grid = shifted_grid(steps + 1, shift_factor(c * g * g, 4096)?, 0.0)?;
     let y: Vec<u32> = (0..batch).map(|i| (i % cfg.num_classes) as u32).collect();
     let noise = b.fill_normal(&[batch, c, g, g], PhiloxKey::new(4, 4), 0)?;
-    let s = time(b, 1, || {
+    let s = median_secs(b, 1, || {
         let mut field = |x: &Tensor<B>, t: f32| {
             m.forward(b, x, &vec![t; batch], &y, Mode::Infer)
                 .map(|(v, _)| v)
@@ -174,7 +128,7 @@ fn sampling<B: Backend>(b: &B, cfg: &DitConfig, batch: usize, steps: usize) -> R
 fn dino<B: Backend>(b: &B, cfg: &Dinov2Config, batch: usize, iters: usize) -> Result<f64> {
     let m = Dinov2Encoder::new(b, &mut Init::new(11), cfg.clone())?;
     let x = b.fill_normal(&[batch, 3, 224, 224], PhiloxKey::new(5, 5), 0)?;
-    let s = time(b, iters, || m.forward(b, &x, Mode::Infer).map(drop))?;
+    let s = median_secs(b, iters, || m.forward(b, &x, Mode::Infer).map(drop))?;
     Ok(batch as f64 / s)
 }
 
