@@ -1,5 +1,10 @@
+//! Settling a run: flags, a reference YAML config, presets and what a checkpoint recorded
+//! become the finished [`TrainRun`] (then a [`Stage1Run`] or [`Stage2Run`] per stage) and
+//! [`SampleRun`] that the commands read (`train_run.rs`, `stage_run.rs`, `sample_run.rs`,
+//! `optim.rs`, `rae_paths.rs`); every default is decided there, once.
+//!
 //! The reference's YAML configs (`configs/stage1/...`, `configs/stage2/...` of the reference
-//! repository) for `rae-cli train --config X.yaml` and `rae-cli sample --config X.yaml`.
+//! repository) for `rae-cli train --config X.yaml` and `rae-cli sample --config X.yaml`:
 //!
 //! A config has the top-level sections `stage_1` (the RAE), `stage_2` (the DiT-DH),
 //! `transport`, `sampler`, `guidance`, `misc`, `training`, `gan` and `eval` with the
@@ -17,9 +22,14 @@
 //! folder.
 
 mod apply;
+mod optim;
 pub mod plan;
+pub mod rae_paths;
 mod read_plan;
+pub mod sample_run;
 mod schema;
+pub mod stage_run;
+pub mod train_run;
 pub mod yaml;
 
 use std::collections::BTreeSet;
@@ -32,6 +42,10 @@ use rae_core::json::JsonValue;
 use yaml_rust2::Yaml;
 
 pub use plan::{dit_for_sample, SamplePlan, SchedulePlan, Span, TrainPlan};
+pub use rae_paths::resolve_rae;
+pub use sample_run::{ClassChoice, SampleRun};
+pub use stage_run::{Stage1Run, Stage2Data, Stage2Run, StageFiles};
+pub use train_run::{DataChoice, TrainMode, TrainRun};
 pub use yaml::{MAX_CONFIG_BYTES, MAX_YAML_DEPTH};
 
 use crate::cli::{Cli, Command};

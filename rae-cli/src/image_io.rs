@@ -14,8 +14,8 @@ use std::path::Path;
 use image::{ImageReader, Limits, RgbImage};
 use rae_core::nn::tables::bicubic_aa_matrix;
 
-use crate::ckpt::write_atomic;
 use crate::errors::{io_error, CliError, CliResult};
+use crate::store::atomic::write_atomic;
 
 /// The largest image file read.
 pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;

@@ -1,20 +1,17 @@
-//! Model presets and how a RAE (encoder + decoder + statistics) is found on disk.
-//!
-//! A RAE folder holds `encoder/config.json` + `encoder/model.safetensors` (a HuggingFace
-//! DINOv2-with-registers, SigLIP or MAE folder), `decoder.safetensors` (or `.pt`) with its
-//! configuration in the metadata key `config` or in `decoder_config.json`, and
-//! `stats.safetensors` (or the reference `stat.pt`) with `mean` and `var`.
+//! Model presets (the tiny built-in encoder, decoder and DiT-DH; the paper's sizes by
+//! name), decoder configurations from a `--decoder-config` value, and assembling a RAE from
+//! its parts. Files are read and written by [`crate::store`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rae_core::models::{
     DecoderConfig, Dinov2Config, DitConfig, Encoder, LatentStats, Rae, RaeDecoder,
 };
-use rae_core::nn::{Init, Module};
+use rae_core::nn::Module;
 use rae_core::Backend;
 
-use crate::errors::{CliError, CliResult, Context};
-use crate::files::{load_json, load_tensor_file, pick_weights};
+use crate::errors::{CliError, CliResult};
+use crate::store::tensor_file::load_json;
 
 /// The tiny encoder of the built-in default: DINOv2-style, 32×32 input, patch 4 (8×8
 /// tokens), width 32, one layer, 4 registers. Random and frozen (seeded).
@@ -87,49 +84,6 @@ pub fn dit_preset(name: &str, latent: [usize; 3], num_classes: usize) -> CliResu
     Ok(cfg)
 }
 
-/// Where the parts of a RAE are.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RaePaths {
-    /// HuggingFace encoder folder (`config.json`, `model.safetensors`).
-    pub encoder: PathBuf,
-    /// Decoder weights.
-    pub decoder: PathBuf,
-    /// Decoder configuration: a JSON file, a preset name (`B`, `L`, `XL`), or `None` to
-    /// read it from the weights' metadata.
-    pub decoder_config: Option<String>,
-    /// Latent statistics (`None`: latents are not normalised).
-    pub stats: Option<PathBuf>,
-    /// Encoder input size (224 for DINOv2 at 256²).
-    pub encoder_input_size: Option<usize>,
-}
-
-impl RaePaths {
-    /// The standard layout of a RAE folder.
-    pub fn in_dir(dir: &Path) -> Self {
-        let pick = |names: &[&str]| -> PathBuf {
-            names
-                .iter()
-                .map(|n| dir.join(n))
-                .find(|p| p.exists())
-                .unwrap_or_else(|| dir.join(names[0]))
-        };
-        let stats = pick(&["stats.safetensors", "stat.pt"]);
-        RaePaths {
-            encoder: dir.join("encoder"),
-            decoder: pick(&["decoder.safetensors", "decoder.pt", "model.pt"]),
-            decoder_config: None,
-            stats: Some(stats),
-            encoder_input_size: None,
-        }
-    }
-}
-
-/// Loads the encoder folder, of the family its `config.json` names (DINOv2 with registers,
-/// SigLIP/SigLIP2 or MAE; see [`crate::encoders`]).
-pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Encoder<B>> {
-    crate::encoders::load_encoder_dir(b, dir)
-}
-
 /// A decoder configuration from a `--decoder-config` value: a `config.json` path, a preset
 /// (B, L, XL, tiny), or inline JSON (what a reference YAML's `decoder_config_path` resolves
 /// to, `config.rs`).
@@ -154,77 +108,8 @@ pub fn decoder_config(spec: &str) -> CliResult<DecoderConfig> {
     })
 }
 
-/// Loads decoder weights and configuration.
-pub fn load_decoder<B: Backend>(
-    b: &B,
-    path: &Path,
-    config: Option<&str>,
-) -> CliResult<RaeDecoder<B>> {
-    let file = load_tensor_file(path)?;
-    let source = path.display().to_string();
-    let cfg = match config {
-        Some(spec) => decoder_config(spec)?,
-        None => match file.meta("config") {
-            Some(text) => {
-                let v = rae_core::json::parse_named(text, &format!("{source} (metadata config)"))?;
-                let v = v.get("decoder").cloned().unwrap_or(v);
-                DecoderConfig::from_json(&v, &source)?
-            }
-            None => {
-                let side = path.with_file_name("decoder_config.json");
-                if side.exists() {
-                    DecoderConfig::from_json(&load_json(&side)?, &side.display().to_string())?
-                } else {
-                    return Err(CliError::new(format!(
-                        "{source} carries no decoder configuration: pass --decoder-config (a config.json or B, L, XL)"
-                    )));
-                }
-            }
-        },
-    };
-    let weights = pick_weights(&file.tensors, true);
-    rae_core::limits::check_params_against_file(&source, cfg.min_params(), weights.total_values())?;
-    let mut dec = RaeDecoder::new(b, &mut Init::new(0), cfg)?;
-    dec.load(b, &weights)
-        .context(format!("loading the decoder from {source}"))?;
-    Ok(dec)
-}
-
 /// The epsilon under the square root of the latent variance when normalising (§2.4).
 pub const STATS_EPS: f32 = 1e-5;
-
-/// Loads `mean`/`var` statistics (safetensors or the reference `stat.pt`).
-pub fn load_stats<B: Backend>(b: &B, path: &Path) -> CliResult<LatentStats<B>> {
-    let file = load_tensor_file(path)?;
-    let get = |k: &str| {
-        file.tensors.get(k).ok_or_else(|| {
-            CliError::new(format!(
-                "the statistics file {} has no tensor {k:?}",
-                path.display()
-            ))
-        })
-    };
-    let (mean, var) = (get("mean")?, get("var")?);
-    LatentStats::new(b, &mean.data, &var.data, STATS_EPS)
-        .context(format!("statistics {}", path.display()))
-}
-
-/// Assembles a RAE from its parts.
-pub fn load_rae<B: Backend>(b: &B, paths: &RaePaths) -> CliResult<Rae<B>> {
-    let encoder = load_encoder(b, &paths.encoder)?;
-    let decoder = load_decoder(b, &paths.decoder, paths.decoder_config.as_deref())?;
-    let stats = match &paths.stats {
-        Some(p) if p.exists() => Some(load_stats(b, p)?),
-        Some(p) => {
-            return Err(CliError::new(format!(
-                "latent statistics {} not found (compute them with `rae-cli stats`)",
-                p.display()
-            )))
-        }
-        None => None,
-    };
-    assemble_rae(encoder, decoder, stats, paths.encoder_input_size)
-}
 
 /// A RAE from its parts: the encoder family's image-processor constants (§2.1), the encoder
 /// input size (the one that gives the decoder's token grid unless `encoder_input_size`), and

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use rae_cli::files::load_tensor_file;
+use rae_cli::store::load_tensor_file;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rae-cli")

@@ -1,7 +1,7 @@
 //! Encoder folders of every family through the CLI's loaders: the family comes from
 //! `config.json`'s `model_type` (HuggingFace folders written by `transformers` in
 //! `tests/fixtures/{dinov2,siglip,siglip2,mae}`), the RAE uses the family's image mean/std,
-//! folders written by `encoders::save_encoder_dir` load back to the same model, and bad
+//! folders written by `store::save_encoder_dir` load back to the same model, and bad
 //! folders give errors that name the file and the tensor.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,8 +11,10 @@ mod common;
 use std::path::Path;
 
 use common::{decoder_cfg, fixture, tmp};
-use rae_cli::encoders::{family_of, load_encoder_dir, save_encoder_dir, EncoderConfig, Family};
-use rae_cli::presets::{self, RaePaths};
+use rae_cli::store::encoders::{
+    family_of, load_encoder_dir, save_encoder_dir, EncoderConfig, Family,
+};
+use rae_cli::store::{self, RaePaths};
 use rae_core::json::parse_named;
 use rae_core::models::rae::{IMAGENET_MEAN, IMAGENET_STD};
 use rae_core::models::{Encoder, MaeConfig, MaeEncoder, RaeDecoder, SiglipConfig, SiglipEncoder};
@@ -35,7 +37,7 @@ fn families_are_detected_from_model_type() {
         ("siglip2", "SigLIP", 32, 4),
         ("mae", "MAE", 32, 4),
     ] {
-        let e = presets::load_encoder(&b, &fixture(dir)).unwrap();
+        let e = store::load_encoder(&b, &fixture(dir)).unwrap();
         assert_eq!(e.family(), family, "{dir}");
         assert_eq!((e.hidden_size(), e.patch_size()), (width, patch), "{dir}");
         assert_eq!(
@@ -71,7 +73,7 @@ fn the_rae_uses_the_family_image_mean_and_std() {
         ("dinov2", IMAGENET_MEAN, IMAGENET_STD),
     ] {
         let d = tmp(&format!("family-{dir}"));
-        let enc = presets::load_encoder(&b, &fixture(dir)).unwrap();
+        let enc = store::load_encoder(&b, &fixture(dir)).unwrap();
         // A decoder matching the encoder's 32-wide tokens on an 8×8 grid (16×16 for DINOv2).
         let g = if dir == "dinov2" { 16 } else { 8 };
         let dec = RaeDecoder::new(&b, &mut Init::new(1), decoder_cfg(32, 2, g)).unwrap();
@@ -83,7 +85,7 @@ fn the_rae_uses_the_family_image_mean_and_std() {
             stats: None,
             encoder_input_size: Some(g * enc.patch_size()),
         };
-        let rae = presets::load_rae(&b, &paths).unwrap();
+        let rae = store::load_rae(&b, &paths).unwrap();
         assert_eq!((rae.image_mean, rae.image_std), (mean, std), "{dir}");
         assert_eq!(rae.latent_dims(), [32, g, g]);
     }
@@ -156,12 +158,12 @@ fn bad_encoder_folders_name_the_file_and_the_tensor() {
     let d = tmp("bad-enc");
     let mae = d.join("mae");
     copy_dir(&fixture("mae"), &mae);
-    let f = rae_cli::files::load_tensor_file(&mae.join("model.safetensors")).unwrap();
+    let f = rae_cli::store::load_tensor_file(&mae.join("model.safetensors")).unwrap();
     let mut t = f.tensors.clone();
     t.remove("vit.encoder.layer.1.intermediate.dense.weight")
         .unwrap();
-    rae_cli::ckpt::save_safetensors(&mae.join("model.safetensors"), &t, &[]).unwrap();
-    let e = presets::load_encoder(&b, &mae).unwrap_err().to_string();
+    rae_cli::store::save_safetensors(&mae.join("model.safetensors"), &t, &[]).unwrap();
+    let e = store::load_encoder(&b, &mae).unwrap_err().to_string();
     assert!(
         e.contains("model.safetensors") && e.contains("encoder.layer.1.intermediate.dense.weight"),
         "{e}"
@@ -173,22 +175,22 @@ fn bad_encoder_folders_name_the_file_and_the_tensor() {
         .unwrap()
         .replace("\"intermediate_size\": 64", "\"intermediate_size\": 48");
     std::fs::write(sig.join("config.json"), cfg).unwrap();
-    let e = presets::load_encoder(&b, &sig).unwrap_err().to_string();
+    let e = store::load_encoder(&b, &sig).unwrap_err().to_string();
     assert!(e.contains("mlp.fc1.weight") && e.contains("48"), "{e}");
     // No weights, no folder, an unknown model type.
     let empty = d.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::copy(fixture("mae/config.json"), empty.join("config.json")).unwrap();
-    let e = presets::load_encoder(&b, &empty).unwrap_err().to_string();
+    let e = store::load_encoder(&b, &empty).unwrap_err().to_string();
     assert!(
         e.contains("empty") && e.contains("model.safetensors"),
         "{e}"
     );
-    let e = presets::load_encoder(&b, &d.join("nope"))
+    let e = store::load_encoder(&b, &d.join("nope"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
     std::fs::write(empty.join("config.json"), r#"{"model_type": "vit"}"#).unwrap();
-    let e = presets::load_encoder(&b, &empty).unwrap_err().to_string();
+    let e = store::load_encoder(&b, &empty).unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("\"vit\""), "{e}");
 }

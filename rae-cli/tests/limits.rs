@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::{fails, fixture, ok, tmp};
-use rae_cli::files::load_tensor_file;
+use rae_cli::store::load_tensor_file;
 use rae_core::json::{parse_named, JsonValue};
 
 /// The folder with a tiny RAE (`rae/`, latents `[8, 4, 4]`) and a DiT-DH checkpoint in the
@@ -61,7 +61,7 @@ fn write_ckpt(
     ]);
     edit_meta(&mut cfg);
     let meta = vec![("config".to_string(), cfg.to_json_string().unwrap())];
-    rae_cli::ckpt::save_safetensors(path, &weights, &meta).unwrap();
+    rae_cli::store::save_safetensors(path, &weights, &meta).unwrap();
 }
 
 fn s(p: &Path) -> &str {
@@ -331,7 +331,7 @@ fn non_finite_samples_are_an_error_not_black_images() {
         "noise",
         rae_core::nn::HostTensor::new(vec![2, 8, 4, 4], data).unwrap(),
     );
-    rae_cli::ckpt::save_safetensors(&noise, &t, &[]).unwrap();
+    rae_cli::store::save_safetensors(&noise, &t, &[]).unwrap();
     let out = d.join("out");
     let err = fails(&refs(&sample_args(
         &setup().join("dit.safetensors"),
@@ -414,7 +414,7 @@ fn decode_of_latents_of_the_wrong_shape_names_the_file() {
         "latents",
         rae_core::nn::HostTensor::new(vec![1, 3, 5, 5], vec![0.0; 75]).unwrap(),
     );
-    rae_cli::ckpt::save_safetensors(&lat, &t, &[]).unwrap();
+    rae_cli::store::save_safetensors(&lat, &t, &[]).unwrap();
     let err = fails(&[
         "decode",
         "--rae",
@@ -443,7 +443,7 @@ fn stale_temporary_files_of_killed_writes_are_removed_by_the_next_write() {
         std::fs::write(p, b"partial").unwrap();
     }
     // Our own PID's name is the one this write uses; it is replaced, never left behind.
-    rae_cli::ckpt::write_atomic(&target, b"new").unwrap();
+    rae_cli::store::write_atomic(&target, b"new").unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), b"new");
     assert!(!stale.exists(), "stale temporary file kept");
     assert!(!live.exists());

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{fails, ok, tmp};
-use rae_cli::files::load_tensor_file;
+use rae_cli::store::load_tensor_file;
 
 fn latents(p: &Path) -> Vec<f32> {
     load_tensor_file(p)

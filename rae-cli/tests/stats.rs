@@ -1,6 +1,6 @@
 //! `rae-cli stats` (§2.4.1): exact moments against a direct f64 computation over latents
 //! encoded here, the reference's running rule against a direct implementation of it, the
-//! written file read back by `presets::load_stats`, and the reference `stat.pt` layout
+//! written file read back by `store::load_stats`, and the reference `stat.pt` layout
 //! (`{"mean": T, "var": T}`, written by PyTorch in `tests/fixtures/pt/stat.pt`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,6 +11,7 @@ use common::{fixture, ok, tiny_rae, tmp, write_rae_dir};
 use rae_cli::commands::stats::{compute_stats, save_stats, StatsRule};
 use rae_cli::data::{BatchOrder, Dataset, Shapes};
 use rae_cli::presets;
+use rae_cli::store;
 use rae_core::json::parse_named;
 use rae_core::models::Rae;
 use rae_core::{Backend, CpuBackend, PhiloxKey};
@@ -123,9 +124,9 @@ fn written_statistics_load_back_and_the_command_writes_them() {
         .collect();
     let p = d.join("s.safetensors");
     save_stats(&p, &mean, &var, dims).unwrap();
-    let f = rae_cli::files::load_tensor_file(&p).unwrap();
+    let f = rae_cli::store::load_tensor_file(&p).unwrap();
     assert_eq!(f.tensors.get("mean").unwrap().shape, vec![8, 4, 4]);
-    let s = presets::load_stats(&b, &p).unwrap();
+    let s = store::load_stats(&b, &p).unwrap();
     assert_eq!(b.download(&s.mean).unwrap(), mean);
     assert_eq!(b.download(&s.var).unwrap(), var);
     // The command on a RAE folder: the same numbers as compute_stats on the built-in data.
@@ -143,13 +144,13 @@ fn written_statistics_load_back_and_the_command_writes_them() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let loaded = presets::load_stats(&b, &out).unwrap();
+    let loaded = store::load_stats(&b, &out).unwrap();
     let ds = Shapes::new(16, 20, rae_cli::data::BUILTIN_DATA_SEED);
-    let reloaded = presets::load_rae(
+    let reloaded = store::load_rae(
         &b,
-        &presets::RaePaths {
+        &store::RaePaths {
             stats: None,
-            ..presets::RaePaths::in_dir(&rae_dir)
+            ..store::RaePaths::in_dir(&rae_dir)
         },
     )
     .unwrap();
@@ -186,7 +187,7 @@ fn expected_f32(name: &str) -> Vec<f32> {
 #[test]
 fn the_reference_stat_pt_loads_and_normalises_latents() {
     let b = CpuBackend::new();
-    let s = presets::load_stats(&b, &fixture("pt/stat.pt")).unwrap();
+    let s = store::load_stats(&b, &fixture("pt/stat.pt")).unwrap();
     let (mean, var) = (expected_f32("mean"), expected_f32("var"));
     assert_eq!(b.download(&s.mean).unwrap(), mean);
     assert_eq!(b.download(&s.var).unwrap(), var);

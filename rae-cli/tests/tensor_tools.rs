@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rae_cli::commands::tools::{convert, inspect};
-use rae_cli::files::load_tensor_file;
+use rae_cli::store::load_tensor_file;
 use rae_core::safetensors::{serialize, Dtype, SafeTensors, TensorOut};
 
 /// A fresh scratch folder for one test.

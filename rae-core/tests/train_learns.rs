@@ -93,7 +93,7 @@ fn tiny_dit_learns_class_conditional_modes() {
     }
     eprintln!("loss: first 10 steps {first:.3}, last 10 steps {last:.3}");
     assert!(last < 0.5 * first, "loss did not fall: {first} -> {last}");
-    let ema = opt.ema_model(&model);
+    let ema = opt.ema_model(&model).unwrap();
     {
         let x = b
             .fill_normal(&[4, C, G, G], rae_core::PhiloxKey::new(2, 2), 0)

@@ -200,7 +200,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let ema = |t: &Stage2Trainer<CpuBackend>| {
         params(&b, &{
             let mut m = t.clone();
-            m.model = t.state.opt.ema_model(&t.model);
+            m.model = t.state.opt.ema_model(&t.model).unwrap();
             m
         })
     };

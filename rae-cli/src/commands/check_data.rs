@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::cli::TrainArgs;
+use crate::config::DataChoice;
 use crate::data::ImageFolder;
 use crate::errors::{CliError, CliResult};
 use crate::image_io::check_image_file;
@@ -85,20 +85,19 @@ pub fn check_folder(root: &Path, ds: &ImageFolder) -> CliResult<()> {
 }
 
 /// The check at the start of `train` on an image folder (unless `--skip-check`).
-pub fn before_training(a: &TrainArgs, ds: &ImageFolder) -> CliResult<()> {
-    match &a.data.data {
-        Some(root) if !a.skip_check => check_folder(root, ds),
+pub fn before_training(data: &DataChoice, ds: &ImageFolder) -> CliResult<()> {
+    match &data.folder {
+        Some(root) if data.check => check_folder(root, ds),
         _ => Ok(()),
     }
 }
 
 /// `train --check-data`: checks `--data` and returns without training.
-pub fn check_only(a: &TrainArgs) -> CliResult<()> {
-    let root = a
-        .data
-        .data
+pub fn check_only(data: &DataChoice) -> CliResult<()> {
+    let root = data
+        .folder
         .as_deref()
         .ok_or_else(|| CliError::new("--check-data needs --data DIR (an image folder)"))?;
-    let ds = ImageFolder::open(root, a.data.image_size.unwrap_or(1))?;
+    let ds = ImageFolder::open(root, data.size(1))?;
     check_folder(root, &ds)
 }

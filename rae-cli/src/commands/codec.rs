@@ -3,21 +3,19 @@
 use std::path::Path;
 
 use rae_core::metrics::psnr;
-use rae_core::safetensors::TensorOut;
 use rae_core::Backend;
 
+use super::generate::decode_images;
 use crate::backends::Job;
-use crate::ckpt::write_atomic;
 use crate::cli::{DecodeArgs, EncodeArgs, RaeArgs, ReconstructArgs};
 use crate::data::{load_batch, Dataset, ImageFolder};
 use crate::errors::{CliError, CliResult};
-use crate::files::load_tensor_file;
 use crate::image_io::{grid, load_chw_files, save_png, to_chw};
-use crate::presets;
+use crate::store::{check_writable_dir, load_rae, load_tensor_file, save_latents};
 
 fn rae_for<B: Backend>(b: &B, r: &RaeArgs) -> CliResult<rae_core::models::Rae<B>> {
-    let paths = crate::store::resolve_rae(r, Some(Path::new("runs/default/rae")))?;
-    presets::load_rae(b, &paths)
+    let paths = crate::config::resolve_rae(r, Some(Path::new("runs/default/rae")))?;
+    load_rae(b, &paths)
 }
 
 /// The `encode` command.
@@ -64,24 +62,19 @@ impl Job for EncodeJob {
         }
         let shape = [n, c, h, w];
         let normalized = rae.stats.is_some();
-        let meta = vec![
-            ("format".to_string(), "rae-latents".to_string()),
-            ("normalized".to_string(), normalized.to_string()),
-            ("num_classes".to_string(), classes.len().max(1).to_string()),
-            (
-                "classes".to_string(),
-                rae_core::json::JsonValue::array(classes.iter().map(String::as_str))
-                    .to_json_string()?,
-            ),
-        ];
-        let bytes = rae_core::safetensors::serialize(
+        let classes_json = rae_core::json::JsonValue::array(classes.iter().map(String::as_str))
+            .to_json_string()?;
+        save_latents(
+            &a.out,
+            &shape,
+            &latents,
+            &labels,
+            normalized,
             &[
-                TensorOut::f32("latents", &shape, &latents),
-                TensorOut::i64("labels", &[n], &labels),
+                ("num_classes".to_string(), classes.len().max(1).to_string()),
+                ("classes".to_string(), classes_json),
             ],
-            &meta,
         )?;
-        write_atomic(&a.out, &bytes)?;
         eprintln!(
             "encoded {n} images to latents {:?} ({}) -> {}",
             [c, h, w],
@@ -121,7 +114,7 @@ impl Job for DecodeJob {
             )));
         }
         let z = b.upload(&lat.data, &lat.shape)?;
-        let imgs = crate::store::decode_images(b, &rae, &z)?;
+        let imgs = decode_images(b, &rae, &z)?;
         write_images(&a.out, &imgs)?;
         eprintln!("decoded {} latents -> {}", imgs.len(), a.out.display());
         Ok(())
@@ -129,7 +122,7 @@ impl Job for DecodeJob {
 }
 
 fn write_images(out: &Path, imgs: &[image::RgbImage]) -> CliResult<()> {
-    crate::ckpt::check_writable_dir(out)?;
+    check_writable_dir(out)?;
     for (i, img) in imgs.iter().enumerate() {
         save_png(&out.join(format!("{i:06}.png")), img)?;
     }
@@ -156,7 +149,7 @@ impl Job for ReconstructJob {
         let n = a.images.len();
         let x = b.upload(&images, &[n, 3, size, size])?;
         let z = rae.encode(b, &x)?;
-        let imgs = crate::store::decode_images(b, &rae, &z)?;
+        let imgs = decode_images(b, &rae, &z)?;
         let per = 3 * size * size;
         let mut scores = Vec::new();
         for (i, img) in imgs.iter().enumerate() {

@@ -19,12 +19,11 @@ use rae_core::models::Rae;
 use rae_core::Backend;
 
 use crate::backends::Job;
-use crate::ckpt::write_atomic;
 use crate::cli::EvalArgs;
 use crate::errors::{io_error, CliError, CliResult};
 use crate::image_io::{from_chw, is_image, load_chw_files, to_chw};
-use crate::presets;
 use crate::progress::bar;
+use crate::store::{load_rae, write_atomic};
 
 /// Mean, minimum and maximum of a per-image score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -366,12 +365,12 @@ impl Job for EvalJob {
     type Output = EvalReport;
     fn run<B: Backend>(self, b: &B) -> CliResult<EvalReport> {
         let a = self.0;
-        let mut paths = crate::store::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
+        let mut paths = crate::config::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
         // Features are taken before the latent normalisation: statistics are optional.
         if paths.stats.as_ref().is_some_and(|p| !p.exists()) {
             paths.stats = None;
         }
-        let rae = presets::load_rae(b, &paths)?;
+        let rae = load_rae(b, &paths)?;
         let report = evaluate(b, &rae, &a)?;
         println!(
             "FD (RAE {} encoder features, {}-d): {:.6} ({} images vs {} {})",

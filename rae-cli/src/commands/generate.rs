@@ -1,15 +1,17 @@
 //! Drawing latents from a DiT-DH: initial noise, the ODE or SDE sampler of §4.4–§4.5 on
-//! the shifted grid, and classifier-free guidance or AutoGuidance (§4.6–§4.7).
+//! the shifted grid, classifier-free guidance or AutoGuidance (§4.6–§4.7), and decoding the
+//! latents to images.
 
 use rae_core::flow::{
     sample_ode, sample_sde, sde_grid, shift_factor, shifted_grid, AutoGuidance,
     ClassifierFreeGuidance, GuidanceInterval, Keep, OdeMethod, SdeMethod, SdeOptions,
     VelocityField,
 };
-use rae_core::models::{DitDh, Mode};
+use rae_core::models::{DitDh, Mode, Rae};
 use rae_core::{Backend, PhiloxKey, Result, Tensor};
 
 use crate::errors::{CliError, CliResult};
+use crate::image_io::from_chw;
 
 /// Philox stream of the initial sampling noise (stream numbers are fixed so `--seed` gives
 /// the same noise on every backend).
@@ -175,4 +177,19 @@ pub fn generate<B: Backend>(
         }
     };
     Ok(out.x)
+}
+
+/// Decodes latents to RGB images.
+pub fn decode_images<B: Backend>(
+    b: &B,
+    rae: &Rae<B>,
+    z: &Tensor<B>,
+) -> CliResult<Vec<image::RgbImage>> {
+    let img = rae.decode(b, z)?;
+    let d = img.dims().to_vec();
+    let host = b.download(&img)?;
+    let per = 3 * d[2] * d[3];
+    Ok((0..d[0])
+        .map(|i| from_chw(&host[i * per..(i + 1) * per], d[2], d[3]))
+        .collect())
 }

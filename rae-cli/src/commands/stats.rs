@@ -4,16 +4,14 @@
 use std::path::Path;
 
 use rae_core::models::Rae;
-use rae_core::nn::{HostTensor, HostTensors};
 use rae_core::Backend;
 
 use crate::backends::Job;
-use crate::ckpt::save_safetensors;
 use crate::cli::StatsArgs;
 use crate::data::{load_batch, BatchOrder, Dataset, ImageFolder, Shapes};
 use crate::errors::{CliError, CliResult};
-use crate::presets;
 use crate::progress::bar;
+pub use crate::store::save_stats;
 
 /// How the statistics are accumulated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +92,6 @@ pub fn compute_stats<B: Backend>(
     Ok((mean, var))
 }
 
-/// Writes `mean` and `var` of shape `[C, h, w]`.
-pub fn save_stats(path: &Path, mean: &[f32], var: &[f32], dims: [usize; 3]) -> CliResult<()> {
-    let mut t = HostTensors::new();
-    t.insert("mean", HostTensor::new(dims.to_vec(), mean.to_vec())?);
-    t.insert("var", HostTensor::new(dims.to_vec(), var.to_vec())?);
-    save_safetensors(path, &t, &[("format".into(), "rae-stats".into())])
-}
-
 /// The `stats` command.
 #[derive(Debug)]
 pub struct StatsJob(pub StatsArgs);
@@ -110,9 +100,9 @@ impl Job for StatsJob {
     type Output = ();
     fn run<B: Backend>(self, b: &B) -> CliResult<()> {
         let a = self.0;
-        let mut paths = crate::store::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
+        let mut paths = crate::config::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
         paths.stats = None;
-        let rae = presets::load_rae(b, &paths)?;
+        let rae = crate::store::load_rae(b, &paths)?;
         let size = a.data.image_size.unwrap_or(rae.decoder.config.image_size);
         let ds: Box<dyn Dataset> = match &a.data.data {
             Some(d) => Box::new(ImageFolder::open(d, size)?),

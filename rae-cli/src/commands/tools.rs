@@ -1,6 +1,6 @@
 //! `inspect` and `convert`.
 //!
-//! Neither goes through [`crate::files::load_tensor_file`], which decodes every tensor to
+//! Neither goes through [`crate::store::load_tensor_file`], which decodes every tensor to
 //! f32 or i64: `inspect` reads only a safetensors header (or lists a `.pt` file without
 //! reading its tensors), and `convert` copies integer tensors in their own dtype, so a 256
 //! MiB U8 tensor costs 256 MiB, not 2 GiB.
@@ -10,10 +10,9 @@ use std::path::Path;
 
 use rae_core::safetensors::{Dtype, Header, TensorOut};
 
-use crate::ckpt::write_atomic;
 use crate::errors::{io_error, CliError, CliResult};
-use crate::files::read_bytes;
 use crate::pt::{into_tensors, looks_like_pt, read_pt_layout, read_pt_raw, PtDtype};
+use crate::store::{read_bytes, write_atomic};
 
 /// What `inspect` lists: format, `(name, dtype, shape)` of each tensor, metadata.
 type Listing = (

@@ -8,9 +8,9 @@ use rae_core::models::DecoderConfig;
 
 use super::{RefConfig, SamplePlan};
 use crate::cli::{RaeArgs, SampleArgs, TrainArgs};
-use crate::encoders::{EncoderConfig, Family};
 use crate::errors::CliResult;
-use crate::files::load_json;
+use crate::store::encoders::{EncoderConfig, Family};
+use crate::store::tensor_file::load_json;
 
 impl RefConfig {
     /// The sampler name of the CLI (`euler`, `heun`, `sde`, `sde-heun`) from `sampler.mode`

@@ -110,7 +110,7 @@ pub fn tiny_rae(b: &CpuBackend, c: usize, p: usize, g: usize) -> Rae<CpuBackend>
 /// Writes `rae` as a RAE folder (`encoder/`, `decoder.safetensors`, and with `stats` the
 /// exact statistics over 40 built-in images as `stats.safetensors`).
 pub fn write_rae_dir(b: &CpuBackend, rae: &Rae<CpuBackend>, dir: &Path, stats: bool) {
-    rae_cli::encoders::save_encoder_dir(b, &rae.encoder, &dir.join("encoder")).unwrap();
+    rae_cli::store::encoders::save_encoder_dir(b, &rae.encoder, &dir.join("encoder")).unwrap();
     rae_cli::store::save_decoder(b, &rae.decoder, &dir.join("decoder.safetensors")).unwrap();
     if stats {
         let ds = Shapes::new(rae.decoder.config.image_size, 40, 7);

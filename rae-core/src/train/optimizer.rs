@@ -125,24 +125,11 @@ impl<B: Backend> Optimizer<B> {
         })
     }
 
-    /// A copy of `model` carrying the EMA weights, written by parameter name.
-    ///
-    /// # Panics
-    ///
-    /// If the EMA does not fit `model` (see [`Optimizer::try_ema_model`]): a programming
-    /// error, as `model` is the model this optimiser was made for.
-    pub fn ema_model<M: Module<B> + Clone>(&self, model: &M) -> M {
-        match self.try_ema_model(model) {
-            Ok(m) => m,
-            Err(e) => panic!("EMA weights do not fit the model: {e}"),
-        }
-    }
-
     /// A copy of `model` carrying the EMA weights, written by parameter name. The EMA holds
     /// one tensor per parameter in [`Module::visit`] order; a different parameter count, a
     /// shape mismatch or a module whose `visit_mut` lists other parameters than its `visit`
     /// is an error.
-    pub fn try_ema_model<M: Module<B> + Clone>(&self, model: &M) -> Result<M> {
+    pub fn ema_model<M: Module<B> + Clone>(&self, model: &M) -> Result<M> {
         let mut m = model.clone();
         set_params(&mut m, &model.param_names(), self.ema.params(), false)?;
         Ok(m)

@@ -109,7 +109,7 @@ impl TrainCheckpoint {
         extra: &[(String, String)],
     ) -> Result<Self> {
         let mut tensors = save_module(b, model)?;
-        let ema = opt.try_ema_model(model)?;
+        let ema = opt.ema_model(model)?;
         for (n, t) in save_module(b, &ema)?.iter() {
             tensors.insert(format!("ema.{n}"), t.clone());
         }

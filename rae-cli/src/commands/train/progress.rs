@@ -3,27 +3,22 @@
 //! a step was not finite. [`CliHooks`] is the command line's side of
 //! [`rae_core::train::run`].
 
-use std::io::Write;
 use std::path::Path;
 
 use rae_core::train::{LoopHooks, StepOutcome, TrainCheckpoint, Trainer};
 use rae_core::{Backend, Error};
 
-use crate::ckpt::save_safetensors;
-use crate::cli::TrainArgs;
+use crate::config::StageFiles;
 use crate::errors::{CliError, CliResult};
 use crate::progress::{bar, Throughput};
+use crate::store::{append_line, save_safetensors};
 
+/// Shows `line` and appends it to the run's `train.log`.
 pub(super) fn log_line(out: &Path, line: &str) {
     eprintln!("{line}");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out.join("train.log"))
-    {
-        let _ = writeln!(f, "{line}");
-    }
+    append_line(&out.join("train.log"), line);
 }
+
 /// The bookkeeping both training stages share: the progress bar, throughput, the mean loss
 /// over each log interval, and when a checkpoint is due.
 pub(super) struct StageProgress<'a> {
@@ -33,8 +28,6 @@ pub(super) struct StageProgress<'a> {
     stage: &'static str,
     loss_name: &'static str,
     steps: u64,
-    /// Where this invocation stops (`--stop-at`, at most `steps`).
-    pub(super) stop: u64,
     log_every: u64,
     ckpt_every: u64,
     out: &'a Path,
@@ -42,8 +35,7 @@ pub(super) struct StageProgress<'a> {
 
 impl<'a> StageProgress<'a> {
     pub(super) fn new(
-        a: &TrainArgs,
-        out: &'a Path,
+        files: &'a StageFiles,
         stage: &'static str,
         loss_name: &'static str,
         steps: u64,
@@ -58,10 +50,9 @@ impl<'a> StageProgress<'a> {
             stage,
             loss_name,
             steps,
-            stop: a.stop_at.unwrap_or(steps).min(steps),
-            log_every: a.log_every.max(1),
-            ckpt_every: a.ckpt_every.max(1),
-            out,
+            log_every: files.log_every,
+            ckpt_every: files.ckpt_every,
+            out: &files.out,
         }
     }
 

@@ -1,20 +1,19 @@
-//! The settings of a training stage decided from the flags, the YAML plan and the preset
-//! defaults: learning-rate schedule, optimiser, what the checkpoint metadata records, and
-//! whether an existing checkpoint is resumed.
-
-use std::path::Path;
+//! The optimiser of a training stage decided from the flags, the YAML plan and the preset
+//! defaults: the learning-rate schedule, AdamW, clipping and the EMA decay, and how the
+//! checkpoint metadata records them.
 
 use rae_core::json::JsonValue;
-use rae_core::models::NoiseRule;
 use rae_core::optim::{Decay, LrSchedule, Warmup};
-use rae_core::train::{OptimizerConfig, TrainCheckpoint};
+use rae_core::train::OptimizerConfig;
 
-use super::{TINY_LR, TINY_STAGE1_LR};
+use super::train_run::{TINY_LR, TINY_STAGE1_LR};
 use crate::cli::TrainArgs;
-use crate::errors::{CliError, CliResult};
-use crate::files::load_tensor_file;
+use crate::errors::CliResult;
 
-pub(super) fn schedule(
+/// The learning-rate schedule: `training.scheduler` of a YAML (the flags overriding it),
+/// else the reference recipe in epochs for a full-size model without `--lr`/`--warmup-steps`,
+/// else warm-up and decay from the flags and the preset's defaults.
+fn schedule(
     a: &TrainArgs,
     steps: u64,
     tiny: bool,
@@ -66,6 +65,8 @@ pub(super) fn schedule(
     Ok(s)
 }
 
+/// The optimiser of stage `stage` (1 or 2) for a run of `steps` steps of `steps_per_epoch`
+/// each; `tiny` selects the tiny preset's defaults.
 pub(super) fn opt_config(
     a: &TrainArgs,
     steps: u64,
@@ -94,6 +95,7 @@ pub(super) fn opt_config(
     })
 }
 
+/// The optimiser as the checkpoint's `config` metadata records it.
 pub(super) fn schedule_json(o: &OptimizerConfig) -> JsonValue {
     JsonValue::object([
         ("lr", JsonValue::from(o.schedule.base_lr)),
@@ -119,39 +121,34 @@ pub(super) fn schedule_json(o: &OptimizerConfig) -> JsonValue {
     ])
 }
 
-/// Checks whether a checkpoint exists and what to do: `Ok(true)` to resume.
-pub(super) fn resume_decision(a: &TrainArgs, ckpt: &Path, pipeline: bool) -> CliResult<bool> {
-    let exists = ckpt.exists();
-    if a.resume && !exists {
-        return Err(CliError::new(format!(
-            "--resume: there is no checkpoint at {}",
-            ckpt.display()
-        )));
-    }
-    if exists && !a.resume && !pipeline && !a.fresh {
-        return Err(CliError::new(format!(
-            "{} already exists: pass --resume to continue that run, --fresh to start over, or another --out",
-            ckpt.display()
-        )));
-    }
-    Ok(exists && !a.fresh)
-}
-
-pub(super) fn noise_rule(s: &str) -> CliResult<NoiseRule> {
-    match s {
-        "uniform" => Ok(NoiseRule::Uniform),
-        "half-normal" | "halfnormal" => Ok(NoiseRule::HalfNormal),
-        o => Err(CliError::new(format!(
-            "--noise-rule {o:?}: use uniform or half-normal"
-        ))),
-    }
-}
-
-/// Reads the training checkpoint at `path` (to resume from).
-pub(super) fn read_checkpoint(path: &Path) -> CliResult<TrainCheckpoint> {
-    let f = load_tensor_file(path)?;
-    Ok(TrainCheckpoint {
-        tensors: f.tensors,
-        metadata: f.metadata,
-    })
+/// The optimiser's settings for a run's summary and its `run.` metadata.
+pub(super) fn optimizer_settings(o: &OptimizerConfig) -> Vec<(&'static str, String)> {
+    let s = &o.schedule;
+    vec![
+        ("lr", format!("{:e}", s.base_lr)),
+        ("final_lr", format!("{:e}", s.final_lr)),
+        ("warmup_steps", s.warmup_steps.to_string()),
+        ("decay_end_step", s.decay_end_step.to_string()),
+        (
+            "schedule",
+            format!(
+                "{} warm-up, {} decay",
+                if s.warmup == Warmup::FromZero {
+                    "from-zero"
+                } else {
+                    "constant"
+                },
+                format!("{:?}", s.decay).to_lowercase()
+            ),
+        ),
+        (
+            "adamw",
+            format!(
+                "betas ({}, {}), eps {:e}, weight decay {}",
+                o.adamw.beta1, o.adamw.beta2, o.adamw.eps, o.adamw.weight_decay
+            ),
+        ),
+        ("clip", o.clip.map_or("off".to_string(), |c| c.to_string())),
+        ("ema_decay", o.ema_decay.to_string()),
+    ]
 }

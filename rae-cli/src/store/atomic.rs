@@ -1,5 +1,7 @@
 //! Writing files so that an interrupted or failed write never destroys the previous
-//! version: write a temporary file beside the target, flush it to disk, then rename.
+//! version: write a temporary file beside the target, flush it to disk, then rename. Also the
+//! two writes that are not atomic on purpose: the probe of an output folder and the
+//! appended training log.
 
 use std::fs;
 use std::io::Write;
@@ -96,4 +98,12 @@ pub fn check_writable_dir(dir: &Path) -> CliResult<()> {
         .map_err(|e| io_error("the output folder is not writable:", dir, &e))?;
     let _ = fs::remove_file(&probe);
     Ok(())
+}
+
+/// Appends `line` to the text file `path` (the training log), best effort: a log that
+/// cannot be written never stops a run.
+pub fn append_line(path: &Path, line: &str) {
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
 }

@@ -1,4 +1,4 @@
-//! Encoder folders of every supported family (§2.2, §2.3): a HuggingFace folder with
+//! Encoder folders of every supported family, read and written (§2.2, §2.3): a HuggingFace folder with
 //! `config.json` and `model.safetensors` (or `pytorch_model.bin` / `model.pt`), whose
 //! `model_type` says which encoder it is.
 //!
@@ -17,8 +17,8 @@ use rae_core::models::{
 use rae_core::nn::{Init, LoadReport};
 use rae_core::Backend;
 
+use super::tensor_file::{load_json, load_tensor_file};
 use crate::errors::{CliError, CliResult, Context};
-use crate::files::{load_json, load_tensor_file};
 
 /// An encoder family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,9 +178,9 @@ pub fn save_encoder_dir<B: Backend>(b: &B, enc: &Encoder<B>, dir: &Path) -> CliR
         Encoder::Mae(e) => e.config.to_json(),
     };
     let text = cfg.to_json_pretty()?;
-    crate::ckpt::write_atomic(&dir.join("config.json"), text.as_bytes())?;
+    super::atomic::write_atomic(&dir.join("config.json"), text.as_bytes())?;
     let tensors = rae_core::nn::save_module(b, enc)?;
-    crate::ckpt::save_safetensors(
+    super::atomic::save_safetensors(
         &dir.join("model.safetensors"),
         &tensors,
         &[("format".into(), "pt".into())],

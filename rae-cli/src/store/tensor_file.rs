@@ -1,5 +1,6 @@
 //! Reading tensor files in either format the reference world uses: safetensors and PyTorch
-//! `.pt` zip-pickles (detected by content, not by extension).
+//! `.pt` zip-pickles (detected by content, not by extension), JSON files, and the header of
+//! a safetensors file alone.
 
 use std::path::Path;
 
