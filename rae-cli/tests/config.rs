@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{fails, fixture, ok, tmp};
+use common::{fails, fixture, ok, tmp, TINY_RUN};
 use rae_cli::cli::{Command, SampleArgs, TrainArgs};
 use rae_cli::config::{parse_args, RefConfig};
 use rae_cli::presets;
@@ -390,20 +390,10 @@ fn tiny_run() -> &'static PathBuf {
     RUN.get_or_init(|| {
         let out = tmp("tiny-run");
         ok(&[
-            "train",
-            "--out",
-            out.to_str().unwrap(),
-            "--stage1-steps",
-            "2",
-            "--max-steps",
-            "2",
-            "--builtin-size",
-            "40",
-            "--batch-size",
-            "8",
-            "--sample-steps",
-            "2",
-        ]);
+            ["train", "--out", out.to_str().unwrap()].as_slice(),
+            TINY_RUN,
+        ]
+        .concat());
         out
     })
 }

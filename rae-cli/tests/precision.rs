@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{fails, ok, tmp};
+use common::{fails, ok, tmp, TINY_RUN};
 use rae_cli::store::load_tensor_file;
 
 fn latents(p: &Path) -> Vec<f32> {
@@ -37,22 +37,10 @@ fn bf16_trains_and_samples_on_the_cpu_close_to_fp32() {
     let out = tmp("prec-run");
     let o = out.to_str().unwrap();
     let log = ok(&[
-        "--precision",
-        "bf16",
-        "train",
-        "--out",
-        o,
-        "--stage1-steps",
-        "2",
-        "--max-steps",
-        "2",
-        "--builtin-size",
-        "40",
-        "--batch-size",
-        "8",
-        "--sample-steps",
-        "2",
-    ]);
+        ["--precision", "bf16", "train", "--out", o].as_slice(),
+        TINY_RUN,
+    ]
+    .concat());
     assert!(log.contains("backend: cpu, precision bf16"), "{log}");
     let ck = out.join("dit-train.safetensors");
     let sample = |prec: &str, name: &str| {

@@ -13,6 +13,21 @@ use rae_core::models::{DecoderConfig, Dinov2Config, Dinov2Encoder, Rae, RaeDecod
 use rae_core::nn::Init;
 use rae_core::{CpuBackend, Unary};
 
+/// The flags of a tiny trained run (2 decoder steps, 2 DiT steps on 40 built-in images):
+/// enough to sample from, in seconds.
+pub const TINY_RUN: &[&str] = &[
+    "--stage1-steps",
+    "2",
+    "--max-steps",
+    "2",
+    "--builtin-size",
+    "40",
+    "--batch-size",
+    "8",
+    "--sample-steps",
+    "2",
+];
+
 /// A fresh scratch folder for one test.
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rae-it-{}-{name}", std::process::id()));
