@@ -17,7 +17,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rae_core::models::{DitConfig, DitDh, Mode};
+mod common;
+
+use rae_core::models::{DitDh, Mode};
 use rae_core::nn::{load_module, save_module, Grads, HostTensors, Init, Module, Param};
 use rae_core::optim::{AdamWConfig, Decay, LrSchedule, Warmup};
 use rae_core::train::{
@@ -48,22 +50,7 @@ impl<B: Backend, M: Module<B>> Module<B> for Shuffled<M> {
 
 /// The fixture-sized DiT-DH (encoder and decoder, position table, RoPE buffers).
 fn dit(b: &CpuBackend, seed: u64) -> DitDh<CpuBackend> {
-    let config = DitConfig {
-        input_size: 2,
-        patch_size: 1,
-        in_channels: 4,
-        hidden_enc: 16,
-        hidden_dec: 16,
-        depth_enc: 1,
-        depth_dec: 1,
-        heads_enc: 2,
-        heads_dec: 2,
-        mlp_ratio: 2.0,
-        class_dropout_prob: 0.1,
-        num_classes: 3,
-        use_pos_embed: true,
-    };
-    DitDh::new(b, &mut Init::new(seed), config).unwrap()
+    DitDh::new(b, &mut Init::new(seed), common::micro_dit_config()).unwrap()
 }
 
 fn opt_config() -> OptimizerConfig {

@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use rae_core::flow::TimeDist;
-use rae_core::models::{DitConfig, DitDh};
+use rae_core::models::DitDh;
 use rae_core::nn::Init;
 use rae_core::optim::{AdamWConfig, Decay, LrSchedule, Warmup};
 use rae_core::train::{
@@ -17,24 +19,6 @@ use rae_core::{Backend, CpuBackend, Error, Tensor};
 
 const STEPS: u64 = 6;
 const BS: usize = 4;
-
-fn config() -> DitConfig {
-    DitConfig {
-        input_size: 2,
-        patch_size: 1,
-        in_channels: 4,
-        hidden_enc: 16,
-        hidden_dec: 16,
-        depth_enc: 1,
-        depth_dec: 1,
-        heads_enc: 2,
-        heads_dec: 2,
-        mlp_ratio: 2.0,
-        class_dropout_prob: 0.1,
-        num_classes: 3,
-        use_pos_embed: true,
-    }
-}
 
 fn opt_config(lr: f64) -> OptimizerConfig {
     OptimizerConfig {
@@ -64,7 +48,7 @@ fn s2() -> Stage2Config {
 }
 
 fn trainer(b: &CpuBackend, lr: f64) -> Stage2Trainer<CpuBackend> {
-    let model = DitDh::new(b, &mut Init::new(9), config()).unwrap();
+    let model = DitDh::new(b, &mut Init::new(9), common::micro_dit_config()).unwrap();
     Stage2Trainer {
         state: RunState {
             opt: Optimizer::new(b, &model, opt_config(lr)).unwrap(),

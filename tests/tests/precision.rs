@@ -10,7 +10,7 @@ use rae_core::models::{DitConfig, DitDh, Mode};
 use rae_core::nn::{labels_from_i64, save_module, HostTensors, Init};
 use rae_core::safetensors::SafeTensors;
 use rae_core::{Backend, CpuBackend, Precision};
-use rae_tests::conformance::wgpu_or_skip;
+use rae_tests::conformance::{wgpu_or_skip, Gen};
 use rae_tests::synthetic::fill_like;
 use rae_tests::util::{fixture, max_abs, rel_l2};
 
@@ -154,18 +154,8 @@ fn without_tensor_cores_the_gpu_falls_back_to_f32_and_emulation_matches_the_cpu(
 /// difference between the two, and between the CPU's `p` and f32 results.
 fn against_cpu<B: Backend>(g: &B, p: Precision) -> (f64, f64) {
     let (m, k, n) = (67, 300, 45);
-    let mut s = 1u64;
-    let mut rnd = |len: usize| -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 40) as f32 / 16_777_216.0) * 2.0 - 1.0
-            })
-            .collect()
-    };
-    let (a, w) = (rnd(m * k), rnd(n * k));
+    let mut gen = Gen::new(1);
+    let (a, w) = (gen.vec(m * k, -1.0, 1.0), gen.vec(n * k, -1.0, 1.0));
     fn product<B: Backend>(
         be: &B,
         a: &[f32],

@@ -2,7 +2,29 @@
 //! host↔backend copies. Not every binary uses every item.
 #![allow(dead_code)]
 
+use rae_core::models::DitConfig;
 use rae_core::{Backend, CpuBackend, Tensor};
+
+/// A DiT-DH small enough for many steps in a test but with every part: backbone and head
+/// (width 16, one block each, two heads), a 2×2 grid of 4 channels, position table and RoPE,
+/// 3 classes.
+pub fn micro_dit_config() -> DitConfig {
+    DitConfig {
+        input_size: 2,
+        patch_size: 1,
+        in_channels: 4,
+        hidden_enc: 16,
+        hidden_dec: 16,
+        depth_enc: 1,
+        depth_dec: 1,
+        heads_enc: 2,
+        heads_dec: 2,
+        mlp_ratio: 2.0,
+        class_dropout_prob: 0.1,
+        num_classes: 3,
+        use_pos_embed: true,
+    }
+}
 
 /// A CPU tensor.
 pub type T = Tensor<CpuBackend>;
