@@ -64,6 +64,7 @@ fn tiny_dit_learns_class_conditional_modes() {
         time_dist: TimeDist::parse("logit-normal_0_1").unwrap(),
         shift: 1.0,
         label_dropout: 0.1,
+        shard: Default::default(),
     };
     let bs = 32;
     let mut noise = rae_core::rng::PhiloxStream::new(5, 5);

@@ -65,6 +65,7 @@ pub fn stage2_step_secs<B: Backend>(
         time_dist: TimeDist::parse("logit-normal_0_1")?,
         shift: shift_factor(c * g * g, 4096)?,
         label_dropout: cfg.class_dropout_prob,
+        shard: Default::default(),
     };
     let z = b.fill_normal(&[batch, c, g, g], PhiloxKey::new(2, 2), 0)?;
     let labels: Vec<u32> = (0..batch)

@@ -387,6 +387,7 @@ pub fn stage2_step_matches_cpu<B: Backend>(b: &B) {
             time_dist: TimeDist::parse("logit-normal_0_1").unwrap(),
             shift: 2f64.sqrt(),
             label_dropout: 0.1,
+            shard: Default::default(),
         };
         let z = b.upload(z, &[3, 8, 4, 4]).unwrap();
         let (loss, rep) = stage2_step(b, &mut m, &mut opt, &mut rng, &s2, &z, labels).unwrap();

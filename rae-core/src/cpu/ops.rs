@@ -99,22 +99,34 @@ pub fn unary_grad(op: Unary, x: f32) -> f32 {
     }
 }
 
-/// Reduction of the middle axis of an `[outer, mid, inner]` view.
+/// Reduction of the middle axis of an `[outer, mid, inner]` view. Accumulates in `f64`, so a
+/// sum over many values (a loss over a whole batch) is the correctly rounded one whatever
+/// way the values were split (a data-parallel step sums its shares separately, §7.6).
 pub fn reduce(op: Reduce, x: &[f32], dims: [usize; 3]) -> Vec<f32> {
     let [outer, mid, inner] = dims;
     let mut out = vec![0.0f32; outer * inner];
+    let mut acc = vec![0.0f64; inner];
     for o in 0..outer {
-        let acc = &mut out[o * inner..(o + 1) * inner];
+        acc.iter_mut().for_each(|a| *a = 0.0);
         for m in 0..mid {
             let row = &x[(o * mid + m) * inner..(o * mid + m + 1) * inner];
             match op {
-                Reduce::SumSq => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v),
-                Reduce::Sum | Reduce::Mean => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
+                Reduce::SumSq => acc.iter_mut().zip(row).for_each(|(a, &v)| {
+                    let v = v as f64;
+                    *a += v * v
+                }),
+                Reduce::Sum | Reduce::Mean => {
+                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64)
+                }
             }
         }
-        if op == Reduce::Mean && mid > 0 {
-            let inv = 1.0 / mid as f32;
-            acc.iter_mut().for_each(|a| *a *= inv);
+        let scale = if op == Reduce::Mean && mid > 0 {
+            1.0 / mid as f64
+        } else {
+            1.0
+        };
+        for (d, a) in out[o * inner..(o + 1) * inner].iter_mut().zip(&acc) {
+            *d = (*a * scale) as f32;
         }
     }
     out

@@ -4,12 +4,17 @@
 //! latents with the L1 loss (§2.5, §2.7.2), plus the checkpointable state of a run; each
 //! stage as a [`Trainer`] driven by the one training loop, [`run`].
 
+mod collective;
 mod optimizer;
 mod stage1;
 mod stage2;
 mod state;
 mod trainer;
 
+pub use collective::{
+    broadcast_module, AverageGrads, Collective, HostCollective, HostComm, ReduceOp, Shard, Single,
+    DEFAULT_BUCKET,
+};
 pub use optimizer::{Optimizer, OptimizerConfig, StepReport};
 pub use stage1::{stage1_step, stage1_step_reduced, Stage1Config, Stage1Trainer};
 pub use stage2::{stage2_step, stage2_step_reduced, Stage2Config, Stage2Trainer};

@@ -4,7 +4,7 @@
 
 use alloc::format;
 
-use super::{Optimizer, RngState, StepReport};
+use super::{Optimizer, RngState, Shard, StepReport};
 use crate::backend::{Backend, Binary, Unary};
 use crate::error::{Error, Result};
 use crate::models::{Mode, NoiseRule, Rae};
@@ -18,6 +18,9 @@ pub struct Stage1Config {
     pub noise_tau: f32,
     /// How the per-sample level is drawn.
     pub noise_rule: NoiseRule,
+    /// This process's share of the global batch (data-parallel runs; [`Shard::SINGLE`]
+    /// otherwise).
+    pub shard: Shard,
 }
 
 /// Runs one decoder step on images `[B, 3, H, W]` in `[0, 1]` (the decoder's output size).
@@ -46,16 +49,19 @@ pub fn stage1_step_reduced<B: Backend>(
 ) -> Result<(f32, StepReport)> {
     let tokens = rae.encode_tokens(b, images)?;
     let tokens = if cfg.noise_tau > 0.0 {
-        let offset = rng.token_noise.advance(tokens.numel() as u64);
-        let key = rng.token_noise.key;
+        let bs = tokens.dims()[0].max(1);
+        let noise = cfg
+            .shard
+            .take(&mut rng.token_noise, bs, (tokens.numel() / bs) as u64);
+        let mut levels = cfg.shard.take(&mut rng.token_level, bs, 1);
         rae.add_token_noise(
             b,
             &tokens,
             cfg.noise_tau,
             cfg.noise_rule,
-            &mut rng.token_level,
-            key,
-            offset,
+            &mut levels,
+            noise.key,
+            noise.position,
         )?
     } else {
         tokens
@@ -143,5 +149,14 @@ impl<B: Backend> super::Trainer<B> for Stage1Trainer<B> {
         self.state.opt = opt;
         self.state.rng = rng;
         Ok(())
+    }
+
+    fn broadcast_from(
+        &mut self,
+        b: &B,
+        coll: &mut dyn super::Collective<B>,
+        root: usize,
+    ) -> Result<()> {
+        super::broadcast_module(b, &mut self.rae.decoder, coll, root)
     }
 }

@@ -5,7 +5,7 @@
 use alloc::format;
 use alloc::vec::Vec;
 
-use super::{Optimizer, RngState, StepReport};
+use super::{Optimizer, RngState, Shard, StepReport};
 use crate::backend::{Backend, Binary};
 use crate::error::{Error, Result};
 use crate::flow::{interpolate, shift, TimeDist};
@@ -21,6 +21,9 @@ pub struct Stage2Config {
     pub shift: f64,
     /// Probability of replacing a label by the null class (0.1, §3.2).
     pub label_dropout: f32,
+    /// This process's share of the global batch (data-parallel runs; [`Shard::SINGLE`]
+    /// otherwise): its draws are the ones its samples take in the one-process step.
+    pub shard: Shard,
 }
 
 /// Runs one training step of `model` on normalised latents `z` `[B, C, H, W]` with class
@@ -58,21 +61,23 @@ pub fn stage2_step_reduced<B: Backend>(
         ));
     }
     let null = model.config.num_classes as u32;
+    let mut times = cfg.shard.take(&mut rng.time, bs, 1);
     let t: Vec<f32> = (0..bs)
-        .map(|_| shift(cfg.time_dist.sample(&mut rng.time) as f64, cfg.shift) as f32)
+        .map(|_| shift(cfg.time_dist.sample(&mut times) as f64, cfg.shift) as f32)
         .collect();
+    let mut drops = cfg.shard.take(&mut rng.label_drop, bs, 1);
     let y: Vec<u32> = labels
         .iter()
         .map(|&l| {
-            if rng.label_drop.uniform() < cfg.label_dropout {
+            if drops.uniform() < cfg.label_dropout {
                 null
             } else {
                 l
             }
         })
         .collect();
-    let offset = rng.noise.advance(z.numel() as u64);
-    let eps = b.fill_normal(z.dims(), rng.noise.key, offset)?;
+    let noise = cfg.shard.take(&mut rng.noise, bs, (z.numel() / bs) as u64);
+    let eps = b.fill_normal(z.dims(), noise.key, noise.position)?;
     let xt = interpolate(b, z, &eps, &t)?;
     let target = b.binary(Binary::Sub, &eps, z)?;
     let (v, saved) = model.forward(b, &xt, &t, &y, Mode::Train)?;
@@ -147,5 +152,14 @@ impl<B: Backend> super::Trainer<B> for Stage2Trainer<B> {
         self.state.opt = opt;
         self.state.rng = rng;
         Ok(())
+    }
+
+    fn broadcast_from(
+        &mut self,
+        b: &B,
+        coll: &mut dyn super::Collective<B>,
+        root: usize,
+    ) -> Result<()> {
+        super::broadcast_module(b, &mut self.model, coll, root)
     }
 }

@@ -6,14 +6,15 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::{Optimizer, RngState, StepReport, TrainCheckpoint};
+use super::{AverageGrads, Collective, Optimizer, ReduceOp, RngState, StepReport, TrainCheckpoint};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Called on the trainable gradients of a step, in visiting order, after the backward and
-/// before clipping and the optimiser: where a data-parallel run all-reduces them. The
-/// single-process run uses [`NoReduce`].
+/// before clipping and the optimiser: where a data-parallel run all-reduces them
+/// ([`AverageGrads`], which [`run`] uses). A step called directly in one process uses
+/// [`NoReduce`].
 pub trait GradHook<B: Backend> {
     /// Replaces `grads` by their reduction over all processes (the mean for an equal share
     /// of the global batch per process).
@@ -62,6 +63,9 @@ pub trait Trainer<B: Backend> {
     fn capture(&self, b: &B) -> Result<TrainCheckpoint>;
     /// Continues from `ck` (read from `source`, named in errors).
     fn restore(&mut self, b: &B, ck: &TrainCheckpoint, source: &str) -> Result<()>;
+    /// Replaces the trained model's parameters by those of process `root` of `coll` (the
+    /// start of a data-parallel run, and after a resume).
+    fn broadcast_from(&mut self, b: &B, coll: &mut dyn Collective<B>, root: usize) -> Result<()>;
 }
 
 /// What the loop asks of its caller. `E` is the caller's error type (a command-line tool's,
@@ -91,11 +95,17 @@ pub trait LoopHooks<B: Backend, T: Trainer<B>> {
 /// Runs `trainer` until it has taken `stop` steps: optionally resumed first from `resume`
 /// (a checkpoint and its file name), a checkpoint after every step the hooks ask for and
 /// always after the last one. Returns the number of steps taken.
+///
+/// `coll` is the data-parallel group ([`super::Single`] for one process): the trained
+/// parameters are broadcast from process 0 before the first step (after the resume), the
+/// gradients of every step are averaged over the processes before clipping and the
+/// optimiser, and the loss terms the hooks see are the means over the processes. Every
+/// process calls the hooks; which of them write files is the hooks' choice.
 pub fn run<B: Backend, T: Trainer<B>, H: LoopHooks<B, T>>(
     b: &B,
     trainer: &mut T,
     hooks: &mut H,
-    grad_hook: &mut dyn GradHook<B>,
+    coll: &mut dyn Collective<B>,
     resume: Option<(&TrainCheckpoint, &str)>,
     stop: u64,
 ) -> core::result::Result<u64, H::Error> {
@@ -104,13 +114,15 @@ pub fn run<B: Backend, T: Trainer<B>, H: LoopHooks<B, T>>(
         trainer.restore(b, ck, source)?;
         last_saved = Some(trainer.step());
     }
+    trainer.broadcast_from(b, coll, 0)?;
     while trainer.step() < stop {
         let batch = hooks.batch(b, trainer.step())?;
-        let outcome = match trainer.train_step(b, &batch, grad_hook) {
+        let mut outcome = match trainer.train_step(b, &batch, &mut AverageGrads(&mut *coll)) {
             Ok(o) => o,
             Err(e @ Error::NonFinite { .. }) => return Err(hooks.stopped(e, last_saved)),
             Err(e) => return Err(e.into()),
         };
+        mean_terms(coll, &mut outcome)?;
         let done = trainer.step();
         if done == stop || hooks.checkpoint_due(done) {
             let ck = trainer.capture(b)?;
@@ -120,6 +132,22 @@ pub fn run<B: Backend, T: Trainer<B>, H: LoopHooks<B, T>>(
         hooks.after_step(b, trainer, done, &outcome)?;
     }
     Ok(trainer.step())
+}
+
+/// Replaces the loss and the named terms of `o` by their means over the processes.
+fn mean_terms<B: Backend>(coll: &mut dyn Collective<B>, o: &mut StepOutcome) -> Result<()> {
+    if coll.world() == 1 {
+        return Ok(());
+    }
+    let mut v: Vec<f64> = core::iter::once(o.loss as f64)
+        .chain(o.terms.iter().map(|t| t.1 as f64))
+        .collect();
+    coll.reduce_scalars(&mut v, ReduceOp::Mean)?;
+    o.loss = v[0] as f32;
+    for (t, x) in o.terms.iter_mut().zip(&v[1..]) {
+        t.1 = *x as f32;
+    }
+    Ok(())
 }
 
 /// The state every stage's trainer carries besides its models: the optimiser, the random
