@@ -5,7 +5,8 @@
 //! a panic, on machines without one: CubeCL and cudarc panic when `libcuda` is missing, so
 //! [`probe`] checks that the driver library loads, initialises it and counts the devices
 //! before any CubeCL call. The crate builds without the CUDA toolkit (the driver and NVRTC
-//! are loaded at run time).
+//! are loaded at run time). [`NcclGroup`] (module [`nccl`]) reduces gradients between
+//! processes with NCCL, loaded at run time too.
 
 #![warn(missing_docs)]
 
@@ -14,7 +15,9 @@ use cubecl::Runtime;
 use rae_core::{Error, Result};
 use rae_kernels::CubeBackend;
 
+pub mod nccl;
 mod toolkit;
+pub use nccl::{nccl_find, nccl_probe, nccl_unique_id, nccl_version, NcclGroup, NCCL_LIB_ENV};
 pub use toolkit::{
     arch_option, compile_all_kernels, compile_ptx, include_dirs, include_dirs_from, nvrtc_present,
     IncludeDirs,
