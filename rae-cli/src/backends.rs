@@ -94,7 +94,17 @@ pub fn announcement<B: Backend>(b: &B, device: Option<usize>, asked: Option<Prec
 }
 
 fn announce<B: Backend>(b: &B, device: Option<usize>, asked: Option<Precision>) {
-    eprintln!("{}", announcement(b, device, asked));
+    let g = crate::dist::group();
+    if g.world > 1 {
+        eprintln!(
+            "process {} of {}: {}",
+            g.rank,
+            g.world,
+            announcement(b, device, asked)
+        );
+    } else {
+        eprintln!("{}", announcement(b, device, asked));
+    }
 }
 
 /// The CPU backend in `asked` (f32 by default; tf32 and bf16 are emulated).
@@ -111,6 +121,7 @@ pub fn dispatch<J: Job>(
     precision: Option<Precision>,
     job: J,
 ) -> CliResult<J::Output> {
+    let device = crate::dist::device(device);
     match choice {
         BackendChoice::Cpu => {
             let b = cpu(precision);

@@ -20,6 +20,11 @@ pub struct Cli {
     /// backend emulates the rounding. YAML: `misc.precision`.
     #[arg(long, global = true)]
     pub precision: Option<String>,
+    /// Data-parallel training: auto (MPI when started by mpirun, mpiexec or srun), off, mpi
+    /// (reduce through host memory, any backend) or nccl (CUDA device buffers). Needs a
+    /// rae-cli built with `--features mpi`. `--batch-size` is the global batch.
+    #[arg(long, global = true, default_value = "auto")]
+    pub dist: String,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -4,7 +4,7 @@ use clap::{CommandFactory, FromArgMatches};
 use rae_cli::backends::{dispatch, BackendChoice};
 use rae_cli::cli::{Cli, Command};
 use rae_cli::commands::{codec, eval, sample, stats, tools, train};
-use rae_cli::CliResult;
+use rae_cli::{dist, CliResult};
 use rae_core::Precision;
 
 fn run(cli: Cli) -> CliResult<()> {
@@ -15,6 +15,9 @@ fn run(cli: Cli) -> CliResult<()> {
         .map(|s| Precision::parse(s, "--precision"))
         .transpose()?;
     rae_cli::limits::check_command(&cli.command)?;
+    if !matches!(cli.command, Command::Train(_)) {
+        rae_cli::dist::single_only(command_name(&cli.command))?;
+    }
     match cli.command {
         Command::Train(a) => dispatch(choice, cli.device, prec, train::TrainJob(a)),
         Command::Sample(a) => dispatch(choice, cli.device, prec, sample::SampleJob(a)).map(|_| ()),
@@ -48,21 +51,49 @@ fn run(cli: Cli) -> CliResult<()> {
     }
 }
 
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Train(_) => "train",
+        Command::Sample(_) => "sample",
+        Command::Encode(_) => "encode",
+        Command::Decode(_) => "decode",
+        Command::Reconstruct(_) => "reconstruct",
+        Command::Stats(_) => "stats",
+        Command::Eval(_) => "eval",
+        Command::Inspect { .. } => "inspect",
+        Command::BuiltinData { .. } => "builtin-data",
+        Command::Convert { .. } => "convert",
+    }
+}
+
+/// Prints `e` (naming the process in a group) and ends every process of the group.
+fn fail(e: impl std::fmt::Display) -> ! {
+    let g = dist::group();
+    if g.world > 1 {
+        eprintln!("error (process {} of {}): {e}", g.rank, g.world);
+    } else {
+        eprintln!("error: {e}");
+    }
+    dist::abort(1)
+}
+
 fn main() {
     quiet_headless_vulkan();
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Join the data-parallel group first: every later message and file knows its process.
+    let _group = cli
+        .dist
+        .parse()
+        .and_then(dist::init)
+        .unwrap_or_else(|e| fail(e));
     // `--config X.yaml` of train and sample: the reference's settings, flags winning.
     match rae_cli::config::apply_config(&mut cli, &matches) {
-        Ok(notes) => notes.iter().for_each(|n| eprintln!("{n}")),
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
+        Ok(notes) => notes.iter().for_each(|n| rae_cli::say!("{n}")),
+        Err(e) => fail(e),
     }
     if let Err(e) = run(cli) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+        fail(e);
     }
 }
 

@@ -6,6 +6,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar over `total` steps (hidden when stderr is not a terminal).
 pub fn bar(total: u64, prefix: &str) -> ProgressBar {
+    // In a data-parallel group only process 0 shows progress.
+    if !crate::dist::is_lead() {
+        return ProgressBar::hidden();
+    }
     let pb = ProgressBar::new(total);
     let style =
         ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")

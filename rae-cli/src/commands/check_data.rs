@@ -55,7 +55,7 @@ pub fn check_folder(root: &Path, ds: &ImageFolder) -> CliResult<()> {
     let files: Vec<&Path> = ds.paths().collect();
     let bad = find_bad_images(&files, "checking data");
     if bad.is_empty() {
-        eprintln!(
+        crate::say!(
             "checked {} images in {}: all readable ({:.1} s)",
             files.len(),
             root.display(),

@@ -127,7 +127,7 @@ impl Job for StatsJob {
             a.seed,
         )?;
         save_stats(&a.out, &mean, &var, rae.latent_dims())?;
-        eprintln!(
+        crate::say!(
             "statistics over {} images ({:?}) -> {}",
             ds.len(),
             rule,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use rae_core::flow::TimeDist;
 use rae_core::json::JsonValue;
 use rae_core::models::{DecoderConfig, DitConfig, NoiseRule};
-use rae_core::train::{OptimizerConfig, Stage1Config, Stage2Config};
+use rae_core::train::{OptimizerConfig, Shard, Stage1Config, Stage2Config};
 
 use super::optim::{opt_config, optimizer_settings, schedule_json};
 use super::train_run::{
@@ -141,6 +141,30 @@ pub struct Stage1Run {
     train: Vec<(&'static str, String)>,
 }
 
+/// This process's share of a global batch of `batch_size` in the data-parallel group
+/// (the whole batch in one process).
+fn shard_for(batch_size: usize) -> CliResult<Shard> {
+    let g = crate::dist::group();
+    let shard = Shard {
+        rank: g.rank,
+        world: g.world,
+    };
+    if batch_size % g.world != 0 || batch_size == 0 {
+        return Err(CliError::new(format!(
+            "--batch-size {batch_size} is the global batch and must split evenly over the {} \
+             processes of this run",
+            g.world
+        )));
+    }
+    Ok(shard)
+}
+
+/// The `processes` setting of a data-parallel run (none for one process, so one-process
+/// summaries and checkpoints read as before).
+fn processes(shard: Shard) -> Option<(&'static str, String)> {
+    (shard.world > 1).then(|| ("processes", shard.world.to_string()))
+}
+
 impl TrainRun {
     /// Settles stage 1 for a decoder of `decoder` on `items` training images.
     pub fn stage1(&self, decoder: DecoderConfig, items: usize) -> CliResult<Stage1Run> {
@@ -160,6 +184,7 @@ impl TrainRun {
         let noise = Stage1Config {
             noise_tau: a.noise_tau,
             noise_rule: noise_rule(&a.noise_rule)?,
+            shard: shard_for(batch_size)?,
         };
         let final_path = if pipeline {
             self.pipeline_rae_dir().join("decoder.safetensors")
@@ -191,6 +216,7 @@ impl Stage1Run {
             ("batch_size", self.batch_size.to_string()),
             ("steps", self.steps.to_string()),
         ];
+        s.extend(processes(self.noise.shard));
         s.extend(optimizer_settings(&self.optimizer));
         s.push(("noise_tau", self.noise.noise_tau.to_string()));
         s.push(("noise_rule", self.noise_rule_name.clone()));
@@ -325,6 +351,7 @@ impl TrainRun {
             time_dist: TimeDist::parse(&a.time_dist)?,
             shift,
             label_dropout: model.class_dropout_prob,
+            shard: shard_for(batch_size)?,
         };
         let preview = SampleSettings {
             steps: a.sample_steps,
@@ -371,6 +398,7 @@ impl Stage2Run {
             ("batch_size", self.batch_size.to_string()),
             ("steps", self.steps.to_string()),
         ];
+        s.extend(processes(self.flow.shard));
         s.extend(optimizer_settings(&self.optimizer));
         s.push(("time_dist", self.time_dist_name.clone()));
         s.push(("shift_base", self.shift_base.to_string()));

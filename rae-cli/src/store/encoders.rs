@@ -147,7 +147,7 @@ fn check_preprocessor<B: Backend>(dir: &Path, enc: &Encoder<B>) {
         })
     };
     if !close(&read("image_mean"), &mean) || !close(&read("image_std"), &std) {
-        eprintln!(
+        crate::say!(
             "warning: {} states an image mean/std other than the {} family's ({mean:?}, {std:?}); the family's values are used",
             path.display(),
             enc.family()

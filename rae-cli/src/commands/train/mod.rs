@@ -39,7 +39,7 @@ impl Job for TrainJob {
             return super::check_data::check_only(&run.data);
         }
         check_writable_dir(&run.out)?;
-        eprintln!("{run}");
+        crate::say!("{run}");
         let paths = match (&run.mode, &run.rae) {
             (TrainMode::Stage1 | TrainMode::Stage2, Some(p)) => p,
             _ => return run_pipeline(b, &run),
@@ -95,7 +95,8 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
     let enc_dir = rae_dir.join("encoder");
     let dec_path = rae_dir.join("decoder.safetensors");
     let stats_path = rae_dir.join("stats.safetensors");
-    if run.fresh {
+    let lead = crate::dist::is_lead();
+    if run.fresh && lead {
         for p in [
             run.out.join("decoder-train.safetensors"),
             run.out.join("dit-train.safetensors"),
@@ -105,9 +106,18 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
             let _ = std::fs::remove_file(p);
         }
     }
+    // In a group, every process decides what to skip from the same files: after process 0
+    // removed them (--fresh) and before anyone writes.
+    crate::dist::barrier();
+    let (have_encoder, have_decoder, have_stats) = (
+        enc_dir.join("config.json").exists(),
+        dec_path.exists(),
+        stats_path.exists(),
+    );
+    crate::dist::barrier();
     let dec_cfg = presets::tiny_decoder();
     let ds = open_data(run, dec_cfg.image_size)?;
-    eprintln!(
+    crate::say!(
         "data: {} ({} images, {} classes, {}×{})",
         run.data.describe(),
         ds.len(),
@@ -122,7 +132,7 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
         )));
     }
     // 1. The frozen encoder, from a fixed seed.
-    let encoder = if enc_dir.join("config.json").exists() {
+    let encoder = if have_encoder {
         store::load_encoder(b, &enc_dir)?
     } else {
         let enc = Dinov2Encoder::new(
@@ -130,8 +140,10 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
             &mut Init::new(TINY_ENCODER_SEED),
             presets::tiny_encoder(),
         )?;
-        store::save_encoder_dir(b, &Encoder::from(enc.clone()), &enc_dir)?;
-        eprintln!(
+        if lead {
+            store::save_encoder_dir(b, &Encoder::from(enc.clone()), &enc_dir)?;
+        }
+        crate::say!(
             "encoder: tiny DINOv2-style ({} params, frozen, seed {TINY_ENCODER_SEED:#x}) -> {}",
             presets::count(&enc),
             enc_dir.display()
@@ -140,11 +152,11 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
     };
     // 2. Stage 1: the decoder (the trained EMA weights are used as they are; what was saved
     // is read back only when this stage is skipped).
-    let decoder = if !dec_path.exists() {
+    let decoder = if !have_decoder {
         let s1 = run.stage1(dec_cfg.clone(), ds.len())?;
         train_decoder(b, &s1, encoder.clone(), ds.as_ref())?
     } else {
-        eprintln!(
+        crate::say!(
             "stage 1: {} exists, skipping decoder training",
             dec_path.display()
         );
@@ -152,7 +164,7 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
     };
     let mut rae = presets::assemble_rae(encoder, decoder, None, None)?;
     // 3. Latent statistics (exact moments over the dataset).
-    let stats = if !stats_path.exists() {
+    let stats = if !have_stats {
         let (mean, var) = compute_stats(
             b,
             &rae,
@@ -162,8 +174,10 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
             false,
             run.seed,
         )?;
-        store::save_stats(&stats_path, &mean, &var, rae.latent_dims())?;
-        eprintln!(
+        if lead {
+            store::save_stats(&stats_path, &mean, &var, rae.latent_dims())?;
+        }
+        crate::say!(
             "statistics: exact per-element moments over {} images -> {}",
             ds.len(),
             stats_path.display()
@@ -175,7 +189,7 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
     rae.stats = Some(stats);
     // 4. Stage 2: DiT-DH.
     train_dit(b, run, &rae, LatentSource::Images(ds))?;
-    eprintln!(
+    crate::say!(
         "done in {:.1} s: {} (sample more with `rae-cli sample`)",
         start.elapsed().as_secs_f64(),
         run.out.join("samples").join("final.png").display()

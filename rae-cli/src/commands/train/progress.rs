@@ -13,10 +13,12 @@ use crate::errors::{CliError, CliResult};
 use crate::progress::{bar, Throughput};
 use crate::store::{append_line, save_safetensors};
 
-/// Shows `line` and appends it to the run's `train.log`.
+/// Shows `line` and appends it to the run's `train.log` (process 0 of a group only).
 pub(super) fn log_line(out: &Path, line: &str) {
-    eprintln!("{line}");
-    append_line(&out.join("train.log"), line);
+    if crate::dist::is_lead() {
+        eprintln!("{line}");
+        append_line(&out.join("train.log"), line);
+    }
 }
 
 /// The bookkeeping both training stages share: the progress bar, throughput, the mean loss
@@ -70,19 +72,47 @@ impl<'a> StageProgress<'a> {
         ));
         self.window.push(loss);
         if done % self.log_every == 0 || done == self.steps {
+            let loss_mean = self.window.take();
             let line = format!(
                 "{} step {done}/{} {} {:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s",
                 self.stage,
                 self.steps,
                 self.loss_name,
-                self.window.take(),
+                loss_mean,
                 rep.lr,
                 rep.grad_norm,
                 self.tp.rate()
             );
             self.pb.suspend(|| log_line(self.out, &line));
+            if crate::dist::is_lead() {
+                append_line(
+                    &self.out.join("metrics.jsonl"),
+                    &metrics_line(self.stage, done, loss_mean, rep, self.tp.rate()),
+                );
+            }
         }
     }
+}
+
+/// One line of `metrics.jsonl`: the logged numbers at full precision, for plots and tools
+/// (the loss is the mean over the log interval and, in a group, over the processes).
+fn metrics_line(
+    stage: &str,
+    step: u64,
+    loss: f64,
+    rep: &rae_core::train::StepReport,
+    rate: f64,
+) -> String {
+    use rae_core::json::JsonValue;
+    JsonValue::object([
+        ("stage", JsonValue::from(stage)),
+        ("step", step.into()),
+        ("loss", loss.into()),
+        ("lr", rep.lr.into()),
+        ("grad_norm", (rep.grad_norm as f64).into()),
+        ("images_per_s", rate.into()),
+    ])
+    .to_string()
 }
 
 /// Mean of the losses since the last log line (single-batch losses are noisy).
@@ -157,7 +187,10 @@ impl<B: Backend, T: Trainer<B>> LoopHooks<B, T> for CliHooks<'_, B, T> {
     }
 
     fn save(&mut self, ck: &TrainCheckpoint, _done: u64) -> CliResult<()> {
-        save_safetensors(self.ckpt, &ck.tensors, &ck.metadata)
+        if crate::dist::is_lead() {
+            save_safetensors(self.ckpt, &ck.tensors, &ck.metadata)?;
+        }
+        Ok(())
     }
 
     fn stopped(&mut self, e: Error, last_saved: Option<u64>) -> CliError {

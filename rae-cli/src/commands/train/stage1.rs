@@ -3,7 +3,7 @@
 
 use rae_core::models::{Encoder, RaeDecoder};
 use rae_core::nn::Init;
-use rae_core::train::{NoReduce, Optimizer, RngState, RunState, Stage1Trainer};
+use rae_core::train::{Optimizer, RngState, RunState, Stage1Trainer};
 use rae_core::Backend;
 
 use super::progress::{CliHooks, StageProgress};
@@ -29,7 +29,7 @@ pub fn train_decoder<B: Backend>(
     } else {
         None
     };
-    eprintln!("{run}");
+    crate::say!("{run}");
     let mut trainer = Stage1Trainer {
         state: RunState {
             opt: Optimizer::new(b, &rae.decoder, run.optimizer.clone())?,
@@ -44,15 +44,17 @@ pub fn train_decoder<B: Backend>(
         .and_then(|ck| ck.meta("step")?.parse::<u64>().ok())
         .unwrap_or(0);
     if resume.is_some() {
-        eprintln!("stage 1: resuming {} at step {start}", files.ckpt.display());
+        crate::say!("stage 1: resuming {} at step {start}", files.ckpt.display());
     }
-    eprintln!(
+    crate::say!(
         "stage 1: decoder {} params, batch {bs}, {steps} steps, lr {:.1e}, noise τ {}",
         presets::count(&trainer.rae.decoder),
         run.optimizer.schedule.base_lr,
         run.noise.noise_tau
     );
     let mut order = BatchOrder::new(run.seed, ds.len(), false);
+    let mine = run.noise.shard.range(bs)?;
+    let mut coll = crate::dist::collective(b)?;
     let s = ds.image_size();
     let prog = StageProgress::new(files, "stage 1", "L1", steps, start);
     let stop = files.stop;
@@ -61,8 +63,10 @@ pub fn train_decoder<B: Backend>(
         ckpt: &files.ckpt,
         batch_size: bs,
         batch: Box::new(|b: &B, step| {
-            let (imgs, _) = load_batch(ds, &order.batch(step, bs))?;
-            Ok(b.upload(&imgs, &[bs, 3, s, s])?)
+            // This process's share of the global batch of the step.
+            let items = &order.batch(step, bs)[mine.clone()];
+            let (imgs, _) = load_batch(ds, items)?;
+            Ok(b.upload(&imgs, &[items.len(), 3, s, s])?)
         }),
         after: Box::new(|_, _, _, _| Ok(())),
     };
@@ -71,7 +75,7 @@ pub fn train_decoder<B: Backend>(
         b,
         &mut trainer,
         &mut hooks,
-        &mut NoReduce,
+        coll.as_mut(),
         resume.as_ref().map(|ck| (ck, source.as_str())),
         stop,
     )?;
@@ -82,7 +86,9 @@ pub fn train_decoder<B: Backend>(
         )));
     }
     let ema = trainer.state.opt.ema_model(&trainer.rae.decoder)?;
-    save_decoder(b, &ema, &run.final_path)?;
-    eprintln!("stage 1: decoder (EMA) -> {}", run.final_path.display());
+    if crate::dist::is_lead() {
+        save_decoder(b, &ema, &run.final_path)?;
+        crate::say!("stage 1: decoder (EMA) -> {}", run.final_path.display());
+    }
     Ok(ema)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rae_core::models::{DitDh, Rae};
 use rae_core::nn::Init;
-use rae_core::train::{NoReduce, Optimizer, RngState, RunState, Stage2Trainer};
+use rae_core::train::{Optimizer, RngState, RunState, Stage2Trainer};
 use rae_core::Backend;
 
 use super::progress::{log_line, CliHooks, StageProgress};
@@ -68,7 +68,7 @@ pub fn train_dit<B: Backend>(
         None
     };
     let dim = latent.iter().product::<usize>();
-    eprintln!("{run}");
+    crate::say!("{run}");
     let mut trainer = Stage2Trainer {
         state: RunState {
             opt: Optimizer::new(b, &model, run.optimizer.clone())?,
@@ -83,9 +83,9 @@ pub fn train_dit<B: Backend>(
         .and_then(|ck| ck.meta("step")?.parse::<u64>().ok())
         .unwrap_or(0);
     if resume.is_some() {
-        eprintln!("stage 2: resuming {} at step {start}", files.ckpt.display());
+        crate::say!("stage 2: resuming {} at step {start}", files.ckpt.display());
     }
-    eprintln!(
+    crate::say!(
         "stage 2: DiT-DH {} params, latents {:?}, shift {:.3}, batch {bs}, {steps} steps, lr {:.1e}",
         presets::count(&trainer.model),
         latent,
@@ -93,6 +93,9 @@ pub fn train_dit<B: Backend>(
         run.optimizer.schedule.base_lr
     );
     let mut order = BatchOrder::new(run.seed, run.data.items, run.data.images);
+    let mine = run.flow.shard.range(bs)?;
+    let mut coll = crate::dist::collective(b)?;
+    let lead = crate::dist::is_lead();
     let prog = StageProgress::new(files, "stage 2", "loss", steps, start);
     let (preview, is_builtin) = (&run.preview, run.builtin);
     let stop = files.stop;
@@ -102,27 +105,29 @@ pub fn train_dit<B: Backend>(
         ckpt: &files.ckpt,
         batch_size: bs,
         batch: Box::new(|b: &B, step| {
-            let items = order.batch(step, bs);
+            // This process's share of the global batch of the step.
+            let items = &order.batch(step, bs)[mine.clone()];
+            let n = items.len();
             match &source {
                 LatentSource::Images(ds) => {
-                    let (imgs, labels) = load_batch(ds.as_ref(), &items)?;
+                    let (imgs, labels) = load_batch(ds.as_ref(), items)?;
                     let s = ds.image_size();
-                    let x = b.upload(&imgs, &[bs, 3, s, s])?;
+                    let x = b.upload(&imgs, &[n, 3, s, s])?;
                     Ok((rae.encode(b, &x)?, labels))
                 }
                 LatentSource::Cache(c) => {
-                    let mut v = Vec::with_capacity(bs * dim);
-                    let mut l = Vec::with_capacity(bs);
-                    for (i, _) in &items {
+                    let mut v = Vec::with_capacity(n * dim);
+                    let mut l = Vec::with_capacity(n);
+                    for (i, _) in items {
                         v.extend_from_slice(&c.latents[i * dim..(i + 1) * dim]);
                         l.push(c.labels[*i]);
                     }
-                    Ok((b.upload(&v, &[bs, latent[0], latent[1], latent[2]])?, l))
+                    Ok((b.upload(&v, &[n, latent[0], latent[1], latent[2]])?, l))
                 }
             }
         }),
         after: Box::new(|b: &B, t: &Stage2Trainer<B>, done, prog| {
-            if sample_every > 0 && done % sample_every == 0 && done != steps {
+            if lead && sample_every > 0 && done % sample_every == 0 && done != steps {
                 let ema = t.state.opt.ema_model(&t.model)?;
                 let path = out.join("samples").join(format!("step-{done:06}.png"));
                 prog.pb
@@ -139,23 +144,28 @@ pub fn train_dit<B: Backend>(
         b,
         &mut trainer,
         &mut hooks,
-        &mut NoReduce,
+        coll.as_mut(),
         resume.as_ref().map(|ck| (ck, source_name.as_str())),
         stop,
     )?;
     let (prog, model, opt) = (hooks.prog, &trainer.model, &trainer.state.opt);
     prog.pb.finish_and_clear();
     if stop < steps {
-        eprintln!("stage 2: stopped at step {stop} of {steps} (--stop-at); continue with --resume");
+        crate::say!(
+            "stage 2: stopped at step {stop} of {steps} (--stop-at); continue with --resume"
+        );
         return Ok(opt.ema_model(model)?);
     }
     let ema = opt.ema_model(model)?;
+    if !lead {
+        return Ok(ema);
+    }
     let path = out.join("samples").join("final.png");
     preview_grid(b, rae, &ema, classes, 4, preview, &path)?;
     if is_builtin {
         report_class_accuracy(b, rae, &ema, preview, out, steps)?;
     }
-    eprintln!(
+    crate::say!(
         "stage 2: sample grid (EMA, {} per class, one row per class) -> {}",
         4,
         path.display()
