@@ -140,27 +140,29 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The built-in pipeline (both stages) with a global batch of 16, 20 steps per stage.
-fn pipeline_args(out: &Path) -> Vec<String> {
-    [
-        "train",
-        "--out",
-        s(out),
-        "--stage1-steps",
-        "20",
-        "--max-steps",
-        "20",
+/// `train --out OUT EXTRA…` with a global batch of 16 and a log line per step.
+fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = vec!["train".to_string(), "--out".into(), s(out).into()];
+    v.extend(extra.iter().map(|a| a.to_string()));
+    let tail = [
         "--builtin-size",
         "40",
         "--batch-size",
         "16",
         "--log-every",
         "1",
-        "--sample-steps",
-        "2",
-    ]
-    .map(String::from)
-    .to_vec()
+    ];
+    v.extend(
+        tail.iter()
+            .chain(&["--sample-steps", "2"])
+            .map(|a| a.to_string()),
+    );
+    v
+}
+
+/// The built-in pipeline (both stages), 20 steps per stage.
+fn pipeline_args(out: &Path) -> Vec<String> {
+    train_args(out, &["--stage1-steps", "20", "--max-steps", "20"])
 }
 
 #[test]
@@ -168,18 +170,9 @@ fn two_processes_train_both_stages_as_one_process_with_the_global_batch() {
     let Some(launch) = launcher() else { return };
     let dir = tmp("mpi-equal");
     let (one, two) = (dir.join("one"), dir.join("two"));
-    let a = pipeline_args(&one);
-    ok(
-        single(&a.iter().map(String::as_str).collect::<Vec<_>>()),
-        "1 process",
-    );
-    let b = pipeline_args(&two);
+    ok(single(&strs(&pipeline_args(&one))), "1 process");
     let err = ok(
-        mpirun(
-            &launch,
-            2,
-            &[&b.iter().map(String::as_str).collect::<Vec<_>>()],
-        ),
+        mpirun(&launch, 2, &[&strs(&pipeline_args(&two))]),
         "mpirun -np 2",
     );
     // Process 0 alone talks and writes: one summary, one log.
@@ -198,27 +191,9 @@ fn two_processes_train_both_stages_as_one_process_with_the_global_batch() {
 
 /// Stage 2 on the RAE of a short pipeline run: `--max-steps 20`, global batch 16.
 fn stage2_args(rae: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "train",
-        "--rae",
-        s(rae),
-        "--out",
-        s(out),
-        "--max-steps",
-        "20",
-        "--builtin-size",
-        "40",
-        "--batch-size",
-        "16",
-        "--log-every",
-        "1",
-        "--sample-steps",
-        "2",
-    ]
-    .map(String::from)
-    .to_vec();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    let mut e = vec!["--rae", s(rae), "--max-steps", "20"];
+    e.extend_from_slice(extra);
+    train_args(out, &e)
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -230,24 +205,9 @@ fn a_run_resumes_with_another_number_of_processes() {
     let Some(launch) = launcher() else { return };
     let dir = tmp("mpi-resume");
     let base = dir.join("base");
-    ok(
-        single(&[
-            "train",
-            "--out",
-            s(&base),
-            "--stage1-steps",
-            "2",
-            "--max-steps",
-            "1",
-            "--builtin-size",
-            "40",
-            "--batch-size",
-            "8",
-            "--sample-steps",
-            "2",
-        ]),
-        "the RAE",
-    );
+    let mut tiny = vec!["train", "--out", s(&base)];
+    tiny.extend_from_slice(common::TINY_RUN);
+    ok(single(&tiny), "the RAE");
     let rae = base.join("rae");
     let straight = dir.join("straight");
     ok(
