@@ -12,10 +12,12 @@ use std::io::Read;
 use std::path::Path;
 
 use image::{ImageReader, Limits, RgbImage};
-use rae_core::nn::tables::bicubic_aa_matrix;
 
 use crate::errors::{io_error, CliError, CliResult};
 use crate::store::atomic::write_atomic;
+
+mod resample;
+pub use resample::{pil_resize, PilFilter, PilPassOrder};
 
 /// The largest image file read.
 pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
@@ -186,121 +188,40 @@ pub fn load_rgb(path: &Path) -> CliResult<RgbImage> {
     decode_rgb(&bytes, &path.display().to_string())
 }
 
-/// Halves both sides with a 2×2 box filter (PIL `BOX` for an exact halving).
-fn box_halve(img: &RgbImage) -> RgbImage {
-    let (w, h) = (img.width() / 2, img.height() / 2);
-    let mut out = RgbImage::new(w.max(1), h.max(1));
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0u32; 3];
-            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                let p = img.get_pixel(2 * x + dx, 2 * y + dy);
-                for c in 0..3 {
-                    acc[c] += p[c] as u32;
-                }
-            }
-            out.put_pixel(
-                x,
-                y,
-                image::Rgb([0, 1, 2].map(|c| ((acc[c] + 2) / 4) as u8)),
-            );
-        }
-    }
-    out
-}
-
-/// The first and one-past-last non-zero column of each row of a `[rows, cols]` matrix.
-fn nonzero_spans(m: &[f32], cols: usize) -> Vec<(usize, usize)> {
-    m.chunks(cols.max(1))
-        .map(|row| {
-            let lo = row.iter().position(|&w| w != 0.0).unwrap_or(0);
-            let hi = row.iter().rposition(|&w| w != 0.0).map_or(lo, |p| p + 1);
-            (lo, hi)
-        })
-        .collect()
-}
-
-/// Antialiased bicubic resize (Keys a = −0.5, PIL's `BICUBIC`) in f32, rounded to u8. Each
-/// output pixel visits only the non-zero span of its weights (the same sums in the same
-/// order as the dense product, so the same result).
-fn resize_bicubic_u8(img: &RgbImage, w2: u32, h2: u32) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (w2u, h2u) = (w2 as usize, h2 as usize);
-    let mw = bicubic_aa_matrix(w, w2u);
-    let mh = bicubic_aa_matrix(h, h2u);
-    let (sw, sh) = (nonzero_spans(&mw, w), nonzero_spans(&mh, h));
-    // Along width.
-    let mut tmp = vec![0.0f32; h * w2u * 3];
-    for y in 0..h {
-        for (x2, &(lo, hi)) in sw.iter().enumerate() {
-            for c in 0..3 {
-                let mut acc = 0.0f32;
-                for x in lo..hi {
-                    let wt = mw[x2 * w + x];
-                    if wt != 0.0 {
-                        acc += wt * img.get_pixel(x as u32, y as u32)[c] as f32;
-                    }
-                }
-                tmp[(y * w2u + x2) * 3 + c] = acc;
-            }
-        }
-    }
-    let mut out = RgbImage::new(w2, h2);
-    for (y2, &(lo, hi)) in sh.iter().enumerate().take(h2u) {
-        for x2 in 0..w2u {
-            let mut px = [0u8; 3];
-            for c in 0..3 {
-                let mut acc = 0.0f32;
-                for y in lo..hi {
-                    let wt = mh[y2 * h + y];
-                    if wt != 0.0 {
-                        acc += wt * tmp[(y * w2u + x2) * 3 + c];
-                    }
-                }
-                px[c] = acc.round().clamp(0.0, 255.0) as u8;
-            }
-            out.put_pixel(x2 as u32, y2 as u32, image::Rgb(px));
-        }
-    }
-    out
-}
-
-/// Python's round-half-to-even of a non-negative value.
-fn round_half_even(x: f64) -> u32 {
-    let f = x.floor();
-    let d = x - f;
-    let r = if d > 0.5 || (d == 0.5 && (f as u64) % 2 == 1) {
-        f + 1.0
-    } else {
-        f
-    };
-    r as u32
-}
-
-/// The ADM centre crop to `s × s` (§5.2): box-halve while the short side is at least `2s`,
-/// bicubic-resize the short side to `s`, crop the centre. `s` must pass
-/// [`check_image_size`] and the image [`check_dims`].
+/// The ADM centre crop to `s × s` (§5.2), as guided-diffusion's `center_crop_arr` computes
+/// it with Pillow 7 to 12, byte for byte ([`adm_center_crop_with`] and
+/// [`PilPassOrder::Classic`]). `s` must pass [`check_image_size`] and the image
+/// [`check_dims`].
 pub fn adm_center_crop(img: &RgbImage, s: u32) -> CliResult<RgbImage> {
+    adm_center_crop_with(img, s, PilPassOrder::Classic)
+}
+
+/// The ADM centre crop to `s × s` as Pillow computes it with the pass order `order`: while
+/// the short side is at least `2s`, halve both sides (rounding down) with Pillow's `BOX`
+/// filter; resize to `round(side × s / short side)` (round half to even) with Pillow's
+/// `BICUBIC` filter; crop the centre at `((H − s) // 2, (W − s) // 2)`.
+pub fn adm_center_crop_with(img: &RgbImage, s: u32, order: PilPassOrder) -> CliResult<RgbImage> {
     let s = check_image_size(s as usize)?;
     check_dims("(in memory)", img.width(), img.height())?;
-    let mut img = img.clone();
+    let mut cur = std::borrow::Cow::Borrowed(img);
     // s ≥ 1, so each pass halves a short side of at least 2: at most 32 passes.
     for _ in 0..u32::BITS {
-        if img.width().min(img.height()) < 2 * s {
+        let (w, h) = cur.dimensions();
+        if w.min(h) < 2 * s {
             break;
         }
-        img = box_halve(&img);
+        cur = std::borrow::Cow::Owned(pil_resize(&cur, w / 2, h / 2, PilFilter::Box, order));
     }
-    let scale = s as f64 / img.width().min(img.height()) as f64;
-    let (w2, h2) = (
-        round_half_even(img.width() as f64 * scale).max(s),
-        round_half_even(img.height() as f64 * scale).max(s),
-    );
-    if (w2, h2) != (img.width(), img.height()) {
-        img = resize_bicubic_u8(&img, w2, h2);
+    let scale = s as f64 / cur.width().min(cur.height()) as f64;
+    // Python's round() of a float: half to even. The short side comes out as s; max(s)
+    // only guards the crop below.
+    let side = |n: u32| ((n as f64 * scale).round_ties_even() as u32).max(s);
+    let (w2, h2) = (side(cur.width()), side(cur.height()));
+    if (w2, h2) != cur.dimensions() {
+        cur = std::borrow::Cow::Owned(pil_resize(&cur, w2, h2, PilFilter::Bicubic, order));
     }
-    let (x0, y0) = ((img.width() - s) / 2, (img.height() - s) / 2);
-    Ok(image::imageops::crop_imm(&img, x0, y0, s, s).to_image())
+    let (x0, y0) = ((cur.width() - s) / 2, (cur.height() - s) / 2);
+    Ok(image::imageops::crop_imm(cur.as_ref(), x0, y0, s, s).to_image())
 }
 
 /// An RGB image → `[3, H, W]` values `k/255`, optionally flipped horizontally.
