@@ -369,12 +369,7 @@ impl Collective<CudaBackend> for NcclGroup {
         tensors: &mut [Tensor<CudaBackend>],
         root: usize,
     ) -> Result<()> {
-        if root >= self.world {
-            return Err(Error::invalid(
-                "broadcast",
-                format!("root {root} is not a process of {}", self.world),
-            ));
-        }
+        rae_core::train::check_root(root, self.world)?;
         let slots = self.prepare(b, tensors)?;
         let (n, comm, stream) = (self.nccl, self.comm, self.stream.cast::<c_void>());
         self.run(b, &slots, "ncclBroadcast", |s| {

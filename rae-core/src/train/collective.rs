@@ -204,7 +204,8 @@ impl<B: Backend, C: HostComm> Collective<B> for HostCollective<C> {
     }
 }
 
-fn check_root(root: usize, world: usize) -> Result<()> {
+/// An error unless `root` is a process of a group of `world` (what every broadcast checks).
+pub fn check_root(root: usize, world: usize) -> Result<()> {
     if root >= world {
         return Err(Error::invalid(
             "broadcast",

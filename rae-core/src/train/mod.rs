@@ -12,8 +12,8 @@ mod state;
 mod trainer;
 
 pub use collective::{
-    broadcast_module, AverageGrads, Collective, HostCollective, HostComm, ReduceOp, Shard, Single,
-    DEFAULT_BUCKET,
+    broadcast_module, check_root, AverageGrads, Collective, HostCollective, HostComm, ReduceOp,
+    Shard, Single, DEFAULT_BUCKET,
 };
 pub use optimizer::{Optimizer, OptimizerConfig, StepReport};
 pub use stage1::{stage1_step, stage1_step_reduced, Stage1Config, Stage1Trainer};
