@@ -96,14 +96,14 @@ pub fn announcement<B: Backend>(b: &B, device: Option<usize>, asked: Option<Prec
 fn announce<B: Backend>(b: &B, device: Option<usize>, asked: Option<Precision>) {
     let g = crate::dist::group();
     if g.world > 1 {
-        eprintln!(
+        crate::dist::tell(&format!(
             "process {} of {}: {}",
             g.rank,
             g.world,
             announcement(b, device, asked)
-        );
+        ));
     } else {
-        eprintln!("{}", announcement(b, device, asked));
+        crate::dist::tell(&announcement(b, device, asked));
     }
 }
 

@@ -70,9 +70,9 @@ fn command_name(c: &Command) -> &'static str {
 fn fail(e: impl std::fmt::Display) -> ! {
     let g = dist::group();
     if g.world > 1 {
-        eprintln!("error (process {} of {}): {e}", g.rank, g.world);
+        dist::tell(&format!("error (process {} of {}): {e}", g.rank, g.world));
     } else {
-        eprintln!("error: {e}");
+        dist::tell(&format!("error: {e}"));
     }
     dist::abort(1)
 }

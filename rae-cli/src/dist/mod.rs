@@ -231,13 +231,24 @@ pub fn single_only(command: &str) -> CliResult<()> {
     Ok(())
 }
 
-/// `eprintln!` on process 0 only: the other processes of a group stay quiet (their errors
-/// still reach the terminal through `main`).
+/// Writes `text` and a newline to stderr in one `write` call. `eprintln!` writes each
+/// formatted piece separately, and under `mpirun` the pieces of two processes' lines
+/// interleave mid-word; one call of at most `PIPE_BUF` bytes reaches the launcher whole.
+pub fn tell(text: &str) {
+    use std::io::Write;
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// A line on stderr from process 0 only: the other processes of a group stay quiet (their
+/// errors still reach the terminal through `main`).
 #[macro_export]
 macro_rules! say {
     ($($t:tt)*) => {
         if $crate::dist::is_lead() {
-            eprintln!($($t)*);
+            $crate::dist::tell(&format!($($t)*));
         }
     };
 }

@@ -16,7 +16,7 @@ use crate::store::{append_line, save_safetensors};
 /// Shows `line` and appends it to the run's `train.log` (process 0 of a group only).
 pub(super) fn log_line(out: &Path, line: &str) {
     if crate::dist::is_lead() {
-        eprintln!("{line}");
+        crate::dist::tell(line);
         append_line(&out.join("train.log"), line);
     }
 }
