@@ -1,9 +1,18 @@
 //! [`CpuBackend`]: every op written plainly on host memory. It is the oracle for the GPU
 //! backends and the CPU path for users without one.
+//!
+//! The trait impl below validates and dispatches; the bodies of the longer ops are in
+//! `rowwise` (norms, softmax, RoPE, SwiGLU, adaLN) and `layout` (patches, permutes, slices),
+//! their kernels in `ops` and `matmul`. With `std`, every op is timed by `profile` when
+//! `RAE_CPU_PROFILE` is set.
 
+mod layout;
 mod matmul;
 mod ops;
 pub mod par;
+#[cfg(feature = "std")]
+pub mod profile;
+mod rowwise;
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -62,6 +71,31 @@ fn make_dims(v: Vec<f32>, dims: &[usize]) -> Result<T> {
     Ok(make(v, Shape::new(dims)?))
 }
 
+/// A new tensor of shape `dims` filled with `value`.
+fn filled(dims: &[usize], value: f32) -> Result<T> {
+    let shape = Shape::new(dims)?;
+    Ok(make(
+        crate::limits::try_filled("tensor", shape.numel(), value)?,
+        shape,
+    ))
+}
+
+/// Times the rest of the enclosing op under `name` (a `&'static str`) when
+/// `profile::enabled()`, with the op's floating-point operations `flops` and the number of
+/// f32 values it reads plus writes `elems` (0 where not meaningful). The arguments are
+/// evaluated only when profiling is on; when it is off the cost is one relaxed atomic load,
+/// and without `std` the macro expands to nothing.
+macro_rules! timed {
+    ($name:expr, $flops:expr, $elems:expr) => {
+        #[cfg(feature = "std")]
+        let _span = if profile::enabled() {
+            Some(profile::Span::start($name, $flops, $elems))
+        } else {
+            None
+        };
+    };
+}
+
 fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
     let xs = data(x);
     let mut out = vec![0.0f32; xs.len()];
@@ -96,33 +130,43 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, host: &[f32], dims: &[usize]) -> Result<T> {
+        timed!("upload", 0, 2 * host.len());
         let shape = Shape::new(dims)?;
         check::numel("upload", &shape, host.len())?;
         Ok(make(crate::limits::try_copy("upload", host)?, shape))
     }
 
     fn download(&self, x: &T) -> Result<Vec<f32>> {
+        timed!("download", 0, 2 * x.numel());
         Ok(data(x)[..x.numel()].to_vec())
     }
 
     fn full(&self, dims: &[usize], value: f32) -> Result<T> {
-        let shape = Shape::new(dims)?;
-        Ok(make(
-            crate::limits::try_filled("tensor", shape.numel(), value)?,
-            shape,
-        ))
+        timed!("full", 0, profile::numel(dims));
+        filled(dims, value)
     }
 
     fn unary(&self, op: Unary, x: &T) -> Result<T> {
-        Ok(map(x, move |v| ops::unary(op, v)))
+        timed!(profile::unary_name(op), 0, 2 * x.numel());
+        // The common activations get loops of their own (no per-element `match`).
+        Ok(match op {
+            Unary::GeluErf => map(x, ops::gelu_erf),
+            Unary::Silu => map(x, ops::silu),
+            _ => map(x, move |v| ops::unary(op, v)),
+        })
     }
 
     fn unary_backward(&self, op: Unary, x: &T, dy: &T) -> Result<T> {
+        timed!(profile::unary_backward_name(op), 0, 3 * x.numel());
         check::same_shape("unary_backward", x.shape(), dy.shape())?;
-        Ok(zip(x, dy, move |v, d| d * ops::unary_grad(op, v)))
+        Ok(match op {
+            Unary::GeluErf => zip(x, dy, |v, d| d * ops::gelu_erf_grad(v)),
+            _ => zip(x, dy, move |v, d| d * ops::unary_grad(op, v)),
+        })
     }
 
     fn binary(&self, op: Binary, a: &T, b: &T) -> Result<T> {
+        timed!(profile::binary_name(op), 0, 3 * a.numel());
         check::same_shape("binary", a.shape(), b.shape())?;
         Ok(match op {
             Binary::Add => zip(a, b, |x, y| x + y),
@@ -132,50 +176,38 @@ impl Backend for CpuBackend {
     }
 
     fn scale(&self, x: &T, alpha: f32) -> Result<T> {
+        timed!("scale", 0, 2 * x.numel());
         Ok(map(x, move |v| alpha * v))
     }
 
     fn axpy(&self, alpha: f32, x: &T, y: &T) -> Result<T> {
+        timed!("axpy", 0, 3 * x.numel());
         check::same_shape("axpy", y.shape(), x.shape())?;
         Ok(zip(x, y, move |a, b| alpha * a + b))
     }
 
     fn bcast_affine(&self, x: &T, a: Option<&T>, b: Option<&T>, dims: [usize; 3]) -> Result<T> {
-        check::bcast_affine(x, a, b, dims)?;
-        let xs = data(x);
-        let [_, mid, inner] = dims;
-        let av: Vec<f32> = a.map_or_else(|| vec![1.0; mid], |a| data(a).to_vec());
-        let bv: Vec<f32> = b.map_or_else(|| vec![0.0; mid], |b| data(b).to_vec());
-        let row = mid * inner;
-        let mut out = vec![0.0f32; xs.len()];
-        par::for_rows(&mut out, row, 2, |first, o| {
-            for (r, orow) in o.chunks_mut(row).enumerate() {
-                let xrow = &xs[(first + r) * row..(first + r + 1) * row];
-                if inner == 1 {
-                    for (((y, &x), &s), &t) in orow.iter_mut().zip(xrow).zip(&av).zip(&bv) {
-                        *y = x * s + t;
-                    }
-                } else {
-                    for (m, (yc, xc)) in orow.chunks_mut(inner).zip(xrow.chunks(inner)).enumerate()
-                    {
-                        let (s, t) = (av[m], bv[m]);
-                        for (y, &x) in yc.iter_mut().zip(xc) {
-                            *y = x * s + t;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(make(out, x.shape().clone()))
+        timed!("bcast_affine", 0, 2 * x.numel());
+        rowwise::bcast_affine(x, a, b, dims)
     }
 
     fn reduce(&self, op: Reduce, x: &T, dims: [usize; 3]) -> Result<T> {
+        timed!(
+            profile::reduce_name(op),
+            0,
+            x.numel() + dims[0].saturating_mul(dims[2])
+        );
         check::view3("reduce", x.shape(), dims)?;
         make_dims(ops::reduce(op, data(x), dims), &[dims[0], dims[2]])
     }
 
     fn matmul(&self, a: &T, b: &T, ta: bool, tb: bool) -> Result<T> {
         let d = check::matmul(a.shape(), b.shape(), ta, tb)?;
+        timed!(
+            profile::matmul_name(d.b_batched, ta, tb),
+            profile::product_flops(&d),
+            0
+        );
         let out = matmul::matmul_in(self.precision, data(a), data(b), &d, ta, tb)?;
         Ok(make(out, d.out))
     }
@@ -187,15 +219,8 @@ impl Backend for CpuBackend {
         beta: Option<&T>,
         eps: f32,
     ) -> Result<(T, NormStats<Self>)> {
-        let (rows, c) = check::norm("layernorm", x, gamma, beta)?;
-        let (y, mean, rstd) = ops::layernorm(data(x), gamma.map(data), beta.map(data), c, eps);
-        Ok((
-            make(y, x.shape().clone()),
-            NormStats {
-                mean: make_dims(mean, &[rows])?,
-                rstd: make_dims(rstd, &[rows])?,
-            },
-        ))
+        timed!("layernorm", 0, 2 * x.numel());
+        rowwise::layernorm(x, gamma, beta, eps)
     }
 
     fn layernorm_backward(
@@ -206,40 +231,13 @@ impl Backend for CpuBackend {
         has_beta: bool,
         dy: &T,
     ) -> Result<NormGrads<Self>> {
-        let (_, c) = check::norm_backward(true, x, stats, gamma, dy)?;
-        let g = ops::norm_backward(
-            data(x),
-            Some(data(&stats.mean)),
-            data(&stats.rstd),
-            gamma.map(data),
-            data(dy),
-            c,
-        );
-        Ok(NormGrads {
-            dx: make(g.dx, x.shape().clone()),
-            dweight: if gamma.is_some() {
-                Some(make_dims(g.dw, &[c])?)
-            } else {
-                None
-            },
-            dbias: if has_beta {
-                Some(make_dims(g.db, &[c])?)
-            } else {
-                None
-            },
-        })
+        timed!("layernorm_bwd", 0, 3 * x.numel());
+        rowwise::layernorm_backward(x, stats, gamma, has_beta, dy)
     }
 
     fn rmsnorm(&self, x: &T, weight: Option<&T>, eps: f32) -> Result<(T, NormStats<Self>)> {
-        let (rows, c) = check::norm("rmsnorm", x, weight, None)?;
-        let (y, rstd) = ops::rmsnorm(data(x), weight.map(data), c, eps);
-        Ok((
-            make(y, x.shape().clone()),
-            NormStats {
-                mean: self.zeros(&[rows])?,
-                rstd: make_dims(rstd, &[rows])?,
-            },
-        ))
+        timed!("rmsnorm", 0, 2 * x.numel());
+        rowwise::rmsnorm(x, weight, eps)
     }
 
     fn rmsnorm_backward(
@@ -249,130 +247,53 @@ impl Backend for CpuBackend {
         weight: Option<&T>,
         dy: &T,
     ) -> Result<NormGrads<Self>> {
-        let (_, c) = check::norm_backward(false, x, stats, weight, dy)?;
-        let g = ops::norm_backward(
-            data(x),
-            None,
-            data(&stats.rstd),
-            weight.map(data),
-            data(dy),
-            c,
-        );
-        Ok(NormGrads {
-            dx: make(g.dx, x.shape().clone()),
-            dweight: if weight.is_some() {
-                Some(make_dims(g.dw, &[c])?)
-            } else {
-                None
-            },
-            dbias: None,
-        })
+        timed!("rmsnorm_bwd", 0, 3 * x.numel());
+        rowwise::rmsnorm_backward(x, stats, weight, dy)
     }
 
     fn softmax(&self, x: &T) -> Result<T> {
-        let c = x.shape().last();
-        let xs = data(x);
-        let mut out = vec![0.0f32; xs.len()];
-        par::for_rows(&mut out, c, 8, |first, o| {
-            for (r, orow) in o.chunks_mut(c).enumerate() {
-                let row = &xs[(first + r) * c..(first + r + 1) * c];
-                ops::softmax_row(row, orow);
-            }
-        });
-        Ok(make(out, x.shape().clone()))
+        timed!("softmax", 0, 2 * x.numel());
+        rowwise::softmax(x, 1.0)
     }
 
     fn softmax_backward(&self, y: &T, dy: &T) -> Result<T> {
-        check::same_shape("softmax_backward", y.shape(), dy.shape())?;
-        let c = y.shape().last();
-        let (ys, ds) = (data(y), data(dy));
-        let mut out = vec![0.0f32; ys.len()];
-        par::for_rows(&mut out, c, 4, |first, o| {
-            for (r, orow) in o.chunks_mut(c).enumerate() {
-                let base = (first + r) * c;
-                let yr = &ys[base..base + c];
-                let dr = &ds[base..base + c];
-                let dot: f32 = yr.iter().zip(dr).map(|(a, b)| a * b).sum();
-                for j in 0..c {
-                    orow[j] = yr[j] * (dr[j] - dot);
-                }
-            }
-        });
-        Ok(make(out, y.shape().clone()))
+        timed!("softmax_bwd", 0, 3 * y.numel());
+        rowwise::softmax_backward(y, dy, 1.0)
+    }
+
+    fn softmax_scaled(&self, x: &T, scale: f32) -> Result<T> {
+        // Folding the scale into the row pass gives the same bits only for a positive scale.
+        if !(scale > 0.0 && scale.is_finite()) {
+            let s = self.scale(x, scale)?;
+            return self.softmax(&s);
+        }
+        timed!("softmax", 0, 2 * x.numel());
+        rowwise::softmax(x, scale)
+    }
+
+    fn softmax_scaled_backward(&self, y: &T, dy: &T, scale: f32) -> Result<T> {
+        timed!("softmax_bwd", 0, 3 * y.numel());
+        rowwise::softmax_backward(y, dy, scale)
     }
 
     fn rope(&self, x: &T, cos: &T, sin: &T, inverse: bool) -> Result<T> {
-        let (_, n, hd) = check::rope(x, cos, sin)?;
-        let (xs, cs, ss) = (data(x), data(cos), data(sin));
-        let mut out = vec![0.0f32; xs.len()];
-        par::for_rows(&mut out, hd, 4, |first, o| {
-            for (r, orow) in o.chunks_mut(hd).enumerate() {
-                let row = first + r;
-                let t = row % n;
-                let xr = &xs[row * hd..(row + 1) * hd];
-                ops::rope_row(
-                    xr,
-                    &cs[t * hd..(t + 1) * hd],
-                    &ss[t * hd..(t + 1) * hd],
-                    orow,
-                    inverse,
-                );
-            }
-        });
-        Ok(make(out, x.shape().clone()))
+        timed!("rope", 0, 2 * x.numel());
+        rowwise::rope(x, cos, sin, inverse)
     }
 
     fn swiglu(&self, u: &T) -> Result<T> {
-        let (rows, h) = check::swiglu(u.shape())?;
-        let us = data(u);
-        let mut out = vec![0.0f32; rows * h];
-        par::for_rows(&mut out, h, 8, |first, o| {
-            for (r, orow) in o.chunks_mut(h).enumerate() {
-                let base = (first + r) * 2 * h;
-                for j in 0..h {
-                    orow[j] = ops::silu(us[base + j]) * us[base + h + j];
-                }
-            }
-        });
-        Ok(make(out, u.shape().with_last(h)))
+        timed!("swiglu", 0, u.numel() + u.numel() / 2);
+        rowwise::swiglu(u)
     }
 
     fn swiglu_backward(&self, u: &T, dy: &T) -> Result<T> {
-        let (rows, h) = check::swiglu(u.shape())?;
-        check::same_shape("swiglu_backward", &u.shape().with_last(h), dy.shape())?;
-        let (us, ds) = (data(u), data(dy));
-        let mut out = vec![0.0f32; rows * 2 * h];
-        par::for_rows(&mut out, 2 * h, 8, |first, o| {
-            for (r, orow) in o.chunks_mut(2 * h).enumerate() {
-                let row = first + r;
-                let base = row * 2 * h;
-                for j in 0..h {
-                    let (a, b) = (us[base + j], us[base + h + j]);
-                    let d = ds[row * h + j];
-                    orow[j] = d * b * ops::unary_grad(Unary::Silu, a);
-                    orow[h + j] = d * ops::silu(a);
-                }
-            }
-        });
-        Ok(make(out, u.shape().clone()))
+        timed!("swiglu_bwd", 0, 2 * u.numel() + dy.numel());
+        rowwise::swiglu_backward(u, dy)
     }
 
     fn modulate(&self, x: &T, shift: Option<&T>, scale: Option<&T>) -> Result<T> {
-        let d = check::modulate(x, shift, scale)?;
-        let (xs, sh, sc) = (data(x), shift.map(data), scale.map(data));
-        let mut out = vec![0.0f32; xs.len()];
-        par::for_rows(&mut out, d.c, 2, |first, o| {
-            for (r, orow) in o.chunks_mut(d.c).enumerate() {
-                let row = first + r;
-                let crow = ops::cond_row(row, &d);
-                for j in 0..d.c {
-                    let s = sc.map_or(0.0, |s| s[crow * d.c + j]);
-                    let t = sh.map_or(0.0, |t| t[crow * d.c + j]);
-                    orow[j] = xs[row * d.c + j] * (1.0 + s) + t;
-                }
-            }
-        });
-        Ok(make(out, x.shape().clone()))
+        timed!("modulate", 0, 2 * x.numel());
+        rowwise::modulate(x, shift, scale)
     }
 
     fn modulate_backward(
@@ -382,113 +303,46 @@ impl Backend for CpuBackend {
         scale: Option<&T>,
         dy: &T,
     ) -> Result<ModulateGrads<Self>> {
-        let d = check::modulate(x, shift, scale)?;
-        check::same_shape("modulate_backward", x.shape(), dy.shape())?;
-        let (xs, ds, sc) = (data(x), data(dy), scale.map(data));
-        let dx = match sc {
-            Some(s) => {
-                let mut out = vec![0.0f32; xs.len()];
-                for (row, orow) in out.chunks_mut(d.c).enumerate() {
-                    let crow = ops::cond_row(row, &d);
-                    for j in 0..d.c {
-                        orow[j] = ds[row * d.c + j] * (1.0 + s[crow * d.c + j]);
-                    }
-                }
-                make(out, x.shape().clone())
-            }
-            None => dy.clone(),
-        };
-        let cshape = [d.b, d.nc, d.c];
-        let dshift = match shift {
-            Some(_) => Some(make_dims(ops::cond_reduce(ds, None, &d), &cshape)?),
-            None => None,
-        };
-        let dscale = match scale {
-            Some(_) => Some(make_dims(ops::cond_reduce(ds, Some(xs), &d), &cshape)?),
-            None => None,
-        };
-        Ok(ModulateGrads { dx, dshift, dscale })
+        timed!("modulate_bwd", 0, 3 * x.numel());
+        rowwise::modulate_backward(x, shift, scale, dy)
     }
 
     fn gate(&self, x: &T, g: &T) -> Result<T> {
-        let d = check::cond("gate", x.shape(), g.shape())?;
-        let (xs, gs) = (data(x), data(g));
-        let mut out = vec![0.0f32; xs.len()];
-        par::for_rows(&mut out, d.c, 1, |first, o| {
-            for (r, orow) in o.chunks_mut(d.c).enumerate() {
-                let row = first + r;
-                let crow = ops::cond_row(row, &d);
-                for j in 0..d.c {
-                    orow[j] = xs[row * d.c + j] * gs[crow * d.c + j];
-                }
-            }
-        });
-        Ok(make(out, x.shape().clone()))
+        timed!("gate", 0, 2 * x.numel());
+        rowwise::gate(x, g)
     }
 
     fn gate_backward(&self, x: &T, g: &T, dy: &T) -> Result<(T, T)> {
-        let d = check::cond("gate_backward", x.shape(), g.shape())?;
-        check::same_shape("gate_backward", x.shape(), dy.shape())?;
-        let dx = self.gate(dy, g)?;
-        let dg = ops::cond_reduce(data(dy), Some(data(x)), &d);
-        Ok((dx, make(dg, g.shape().clone())))
+        timed!("gate_bwd", 0, 3 * x.numel());
+        rowwise::gate_backward(x, g, dy)
     }
 
     fn gather_rows(&self, table: &T, idx: &[u32]) -> Result<T> {
-        let (_, c) = check::gather(table.shape(), idx)?;
-        let ts = data(table);
-        let mut out = Vec::with_capacity(idx.len() * c);
-        for &i in idx {
-            out.extend_from_slice(&ts[i as usize * c..(i as usize + 1) * c]);
-        }
-        make_dims(out, &[idx.len(), c])
+        timed!(
+            "gather_rows",
+            0,
+            profile::numel(&[2, idx.len(), table.shape().last()])
+        );
+        layout::gather_rows(table, idx)
     }
 
     fn scatter_add_rows(&self, dy: &T, idx: &[u32], rows: usize) -> Result<T> {
-        let c = check::scatter_rows(dy.shape(), idx, rows)?;
-        let ds = data(dy);
-        let mut out = vec![0.0f32; rows * c];
-        for (r, &i) in idx.iter().enumerate() {
-            for j in 0..c {
-                out[i as usize * c + j] += ds[r * c + j];
-            }
-        }
-        make_dims(out, &[rows, c])
+        timed!("scatter_add_rows", 0, 2 * dy.numel());
+        layout::scatter_add_rows(dy, idx, rows)
     }
 
     fn fourier_features(&self, t: &T, w: &T) -> Result<T> {
-        let (b, f) = check::fourier(t.shape(), w.shape())?;
-        let (ts, ws) = (data(t), data(w));
-        let mut out = vec![0.0f32; b * 2 * f];
-        for i in 0..b {
-            for j in 0..f {
-                let phase = ops::fourier_phase(ts[i], ws[j]);
-                out[i * 2 * f + j] = libm::sinf(phase);
-                out[i * 2 * f + f + j] = libm::cosf(phase);
-            }
-        }
-        make_dims(out, &[b, 2 * f])
+        timed!(
+            "fourier_features",
+            0,
+            profile::numel(&[2, t.numel(), w.numel()])
+        );
+        layout::fourier_features(t, w)
     }
 
     fn patchify(&self, x: &T, p: usize, order: PatchOrder) -> Result<T> {
-        let (b, c, h, w) = check::patchify(x.shape(), p)?;
-        let (gh, gw) = (h / p, w / p);
-        let xs = data(x);
-        let mut out = vec![0.0f32; xs.len()];
-        let pc = p * p * c;
-        for bi in 0..b {
-            for ci in 0..c {
-                for y in 0..h {
-                    for xx in 0..w {
-                        let n = (y / p) * gw + xx / p;
-                        let (r, s) = (y % p, xx % p);
-                        let k = ops::patch_index(order, c, p, ci, r, s);
-                        out[(bi * gh * gw + n) * pc + k] = xs[((bi * c + ci) * h + y) * w + xx];
-                    }
-                }
-            }
-        }
-        make_dims(out, &[b, gh * gw, pc])
+        timed!("patchify", 0, 2 * x.numel());
+        layout::patchify(x, p, order)
     }
 
     fn unpatchify(
@@ -499,66 +353,27 @@ impl Backend for CpuBackend {
         p: usize,
         order: PatchOrder,
     ) -> Result<T> {
-        let b = check::unpatchify(x.shape(), channels, grid, p)?;
-        let (gh, gw) = grid;
-        let (h, w, c) = (gh * p, gw * p, channels);
-        let xs = data(x);
-        let mut out = vec![0.0f32; xs.len()];
-        let pc = p * p * c;
-        for bi in 0..b {
-            for ci in 0..c {
-                for y in 0..h {
-                    for xx in 0..w {
-                        let n = (y / p) * gw + xx / p;
-                        let k = ops::patch_index(order, c, p, ci, y % p, xx % p);
-                        out[((bi * c + ci) * h + y) * w + xx] = xs[(bi * gh * gw + n) * pc + k];
-                    }
-                }
-            }
-        }
-        make_dims(out, &[b, c, h, w])
+        timed!("unpatchify", 0, 2 * x.numel());
+        layout::unpatchify(x, channels, grid, p, order)
     }
 
     fn permute0213(&self, x: &T) -> Result<T> {
-        let [a, b, c, d] = check::permute0213(x.shape())?;
-        let xs = data(x);
-        let mut out = vec![0.0f32; xs.len()];
-        for i in 0..a {
-            for j in 0..b {
-                for k in 0..c {
-                    let src = ((i * b + j) * c + k) * d;
-                    let dst = ((i * c + k) * b + j) * d;
-                    out[dst..dst + d].copy_from_slice(&xs[src..src + d]);
-                }
-            }
-        }
-        make_dims(out, &[a, c, b, d])
+        timed!("permute0213", 0, 2 * x.numel());
+        layout::permute0213(x)
     }
 
     fn slice_mid(&self, x: &T, dims: [usize; 3], start: usize, len: usize) -> Result<T> {
-        check::slice_mid(x.shape(), dims, start, len)?;
-        let [a, b, c] = dims;
-        let xs = data(x);
-        let mut out = Vec::with_capacity(a * len * c);
-        for i in 0..a {
-            let base = (i * b + start) * c;
-            out.extend_from_slice(&xs[base..base + len * c]);
-        }
-        make_dims(out, &[a, len, c])
+        timed!("slice_mid", 0, profile::numel(&[2, dims[0], len, dims[2]]));
+        layout::slice_mid(x, dims, start, len)
     }
 
     fn concat_mid(&self, xs: &[&T], outer: usize, inner: usize) -> Result<T> {
-        let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
-        let mids = check::concat_mid(&shapes, outer, inner)?;
-        let total: usize = mids.iter().sum();
-        let mut out = Vec::with_capacity(outer * total * inner);
-        for o in 0..outer {
-            for (x, &m) in xs.iter().zip(&mids) {
-                let base = o * m * inner;
-                out.extend_from_slice(&data(x)[base..base + m * inner]);
-            }
-        }
-        make_dims(out, &[outer, total, inner])
+        timed!(
+            "concat_mid",
+            0,
+            2 * xs.iter().map(|x| x.numel()).sum::<usize>()
+        );
+        layout::concat_mid(xs, outer, inner)
     }
 
     fn adamw_step(
@@ -569,20 +384,22 @@ impl Backend for CpuBackend {
         v: &mut T,
         hp: &AdamWStep,
     ) -> Result<()> {
+        // Reads param, grad, m, v; writes param, m, v.
+        timed!("adamw_step", 0, 7 * grad.numel());
         check::adamw(param, grad, m, v)?;
         ops::adamw(data_mut(param), data(grad), data_mut(m), data_mut(v), hp);
         Ok(())
     }
 
     fn ema_update(&self, ema: &mut T, param: &T, decay: f32) -> Result<()> {
+        timed!("ema_update", 0, 3 * param.numel());
         check::same_shape("ema_update", ema.shape(), param.shape())?;
-        for (e, &p) in data_mut(ema).iter_mut().zip(data(param)) {
-            *e = *e * decay + p * (1.0 - decay);
-        }
+        ops::ema(data_mut(ema), data(param), decay);
         Ok(())
     }
 
     fn fill_uniform(&self, dims: &[usize], key: PhiloxKey, offset: u64) -> Result<T> {
+        timed!("fill_uniform", 0, profile::numel(dims));
         let shape = Shape::new(dims)?;
         let mut out = vec![0.0f32; shape.numel()];
         rng::fill_uniform(&mut out, key, offset);
@@ -590,6 +407,7 @@ impl Backend for CpuBackend {
     }
 
     fn fill_normal(&self, dims: &[usize], key: PhiloxKey, offset: u64) -> Result<T> {
+        timed!("fill_normal", 0, profile::numel(dims));
         let shape = Shape::new(dims)?;
         let mut out = vec![0.0f32; shape.numel()];
         par::for_rows(&mut out, 1, 16, |first, o| {

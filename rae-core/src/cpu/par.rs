@@ -57,3 +57,43 @@ where
     #[cfg(not(feature = "std"))]
     f(0, out);
 }
+
+/// The length of the parts an element-wise pass over `n` values is split into: `n` (one part)
+/// when the work is small or there is one thread, else one part per thread. Split every
+/// slice of the pass with `chunks(part_len(n))`, zip them, and hand the parts to
+/// [`for_each_part`].
+pub fn part_len(n: usize) -> usize {
+    let t = threads();
+    if t <= 1 || n < MIN_PARALLEL_WORK {
+        n.max(1)
+    } else {
+        n.div_ceil(t)
+    }
+}
+
+/// Runs `f` on every part, one scoped thread per part when there are several (under `std`),
+/// in order on this thread otherwise.
+pub fn for_each_part<W, F>(parts: impl Iterator<Item = W>, f: F)
+where
+    W: Send,
+    F: Fn(W) + Sync,
+{
+    #[cfg(feature = "std")]
+    {
+        let mut parts = parts.peekable();
+        let Some(first) = parts.next() else { return };
+        if parts.peek().is_none() {
+            f(first);
+            return;
+        }
+        std::thread::scope(|s| {
+            let f = &f;
+            for w in parts {
+                s.spawn(move || f(w));
+            }
+            f(first);
+        });
+    }
+    #[cfg(not(feature = "std"))]
+    parts.for_each(f);
+}

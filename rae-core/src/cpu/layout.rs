@@ -1,0 +1,146 @@
+//! The layout ops of [`CpuBackend`](super::CpuBackend): patches, the `0213` permutation,
+//! slices and concatenations of a middle axis, row gathers and scatters, and the Fourier
+//! time features. They move values and compute (almost) nothing.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{data, make_dims, ops, T};
+use crate::backend::PatchOrder;
+use crate::check;
+use crate::error::Result;
+use crate::shape::Shape;
+
+/// Rows `idx` of `table` `[V, C]`.
+pub(super) fn gather_rows(table: &T, idx: &[u32]) -> Result<T> {
+    let (_, c) = check::gather(table.shape(), idx)?;
+    let ts = data(table);
+    let mut out = Vec::with_capacity(idx.len() * c);
+    for &i in idx {
+        out.extend_from_slice(&ts[i as usize * c..(i as usize + 1) * c]);
+    }
+    make_dims(out, &[idx.len(), c])
+}
+
+/// `out[idx[i]] += dy[i]` into `[rows, C]` zeros.
+pub(super) fn scatter_add_rows(dy: &T, idx: &[u32], rows: usize) -> Result<T> {
+    let c = check::scatter_rows(dy.shape(), idx, rows)?;
+    let ds = data(dy);
+    let mut out = vec![0.0f32; rows * c];
+    for (r, &i) in idx.iter().enumerate() {
+        for j in 0..c {
+            out[i as usize * c + j] += ds[r * c + j];
+        }
+    }
+    make_dims(out, &[rows, c])
+}
+
+/// `[sin(2π·t·w) | cos(2π·t·w)]` `[B, 2F]`.
+pub(super) fn fourier_features(t: &T, w: &T) -> Result<T> {
+    let (b, f) = check::fourier(t.shape(), w.shape())?;
+    let (ts, ws) = (data(t), data(w));
+    let mut out = vec![0.0f32; b * 2 * f];
+    for i in 0..b {
+        for j in 0..f {
+            let phase = ops::fourier_phase(ts[i], ws[j]);
+            out[i * 2 * f + j] = libm::sinf(phase);
+            out[i * 2 * f + f + j] = libm::cosf(phase);
+        }
+    }
+    make_dims(out, &[b, 2 * f])
+}
+
+/// Images `[B, C, H, W]` → patch tokens `[B, (H/p)·(W/p), p·p·C]`.
+pub(super) fn patchify(x: &T, p: usize, order: PatchOrder) -> Result<T> {
+    let (b, c, h, w) = check::patchify(x.shape(), p)?;
+    let (gh, gw) = (h / p, w / p);
+    let xs = data(x);
+    let mut out = vec![0.0f32; xs.len()];
+    let pc = p * p * c;
+    for bi in 0..b {
+        for ci in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    let n = (y / p) * gw + xx / p;
+                    let (r, s) = (y % p, xx % p);
+                    let k = ops::patch_index(order, c, p, ci, r, s);
+                    out[(bi * gh * gw + n) * pc + k] = xs[((bi * c + ci) * h + y) * w + xx];
+                }
+            }
+        }
+    }
+    make_dims(out, &[b, gh * gw, pc])
+}
+
+/// Patch tokens `[B, gh·gw, p·p·C]` → images `[B, C, gh·p, gw·p]`.
+pub(super) fn unpatchify(
+    x: &T,
+    channels: usize,
+    grid: (usize, usize),
+    p: usize,
+    order: PatchOrder,
+) -> Result<T> {
+    let b = check::unpatchify(x.shape(), channels, grid, p)?;
+    let (gh, gw) = grid;
+    let (h, w, c) = (gh * p, gw * p, channels);
+    let xs = data(x);
+    let mut out = vec![0.0f32; xs.len()];
+    let pc = p * p * c;
+    for bi in 0..b {
+        for ci in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    let n = (y / p) * gw + xx / p;
+                    let k = ops::patch_index(order, c, p, ci, y % p, xx % p);
+                    out[((bi * c + ci) * h + y) * w + xx] = xs[(bi * gh * gw + n) * pc + k];
+                }
+            }
+        }
+    }
+    make_dims(out, &[b, c, h, w])
+}
+
+/// `[A, B, C, D] → [A, C, B, D]`.
+pub(super) fn permute0213(x: &T) -> Result<T> {
+    let [a, b, c, d] = check::permute0213(x.shape())?;
+    let xs = data(x);
+    let mut out = vec![0.0f32; xs.len()];
+    for i in 0..a {
+        for j in 0..b {
+            for k in 0..c {
+                let src = ((i * b + j) * c + k) * d;
+                let dst = ((i * c + k) * b + j) * d;
+                out[dst..dst + d].copy_from_slice(&xs[src..src + d]);
+            }
+        }
+    }
+    make_dims(out, &[a, c, b, d])
+}
+
+/// `[start, start + len)` of the middle axis of the `[A, B, C]` view `dims`.
+pub(super) fn slice_mid(x: &T, dims: [usize; 3], start: usize, len: usize) -> Result<T> {
+    check::slice_mid(x.shape(), dims, start, len)?;
+    let [a, b, c] = dims;
+    let xs = data(x);
+    let mut out = Vec::with_capacity(a * len * c);
+    for i in 0..a {
+        let base = (i * b + start) * c;
+        out.extend_from_slice(&xs[base..base + len * c]);
+    }
+    make_dims(out, &[a, len, c])
+}
+
+/// Concatenation along the middle axis of `[outer, B_i, inner]` views.
+pub(super) fn concat_mid(xs: &[&T], outer: usize, inner: usize) -> Result<T> {
+    let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
+    let mids = check::concat_mid(&shapes, outer, inner)?;
+    let total: usize = mids.iter().sum();
+    let mut out = Vec::with_capacity(outer * total * inner);
+    for o in 0..outer {
+        for (x, &m) in xs.iter().zip(&mids) {
+            let base = o * m * inner;
+            out.extend_from_slice(&data(x)[base..base + m * inner]);
+        }
+    }
+    make_dims(out, &[outer, total, inner])
+}
