@@ -9,6 +9,9 @@ use crate::error::Result;
 use crate::limits::try_copy;
 use crate::precision::Precision;
 
+#[cfg(not(feature = "gemm"))]
+mod blocked;
+
 /// [`matmul`] on operands first rounded to `precision` (§7.5: what tensor cores compute,
 /// f32 accumulation); plain [`matmul`] for f32.
 pub fn matmul_in(
@@ -144,53 +147,5 @@ fn product(
         }
     }
     #[cfg(not(feature = "gemm"))]
-    blocked(a, b, out, m, n, k, oa, ob, threaded);
-}
-
-/// Blocked product without the `gemm` crate: packs `op(b)` row-major once, then
-/// accumulates `out[i, :] += a[i, p] · b[p, :]` over cache-sized blocks of `p`.
-#[cfg(not(feature = "gemm"))]
-#[allow(clippy::too_many_arguments)]
-fn blocked(
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    _m: usize,
-    n: usize,
-    k: usize,
-    oa: Operand,
-    ob: Operand,
-    threaded: bool,
-) {
-    const KB: usize = 128;
-    const NB: usize = 512;
-    let mut bp = vec![0.0f32; k * n];
-    for p in 0..k {
-        for j in 0..n {
-            bp[p * n + j] = b[p * ob.rs + j * ob.cs];
-        }
-    }
-    let body = |first: usize, rows: &mut [f32]| {
-        for (r, orow) in rows.chunks_mut(n).enumerate() {
-            let i = first + r;
-            for j0 in (0..n).step_by(NB) {
-                let j1 = (j0 + NB).min(n);
-                for p0 in (0..k).step_by(KB) {
-                    let p1 = (p0 + KB).min(k);
-                    for p in p0..p1 {
-                        let av = a[i * oa.rs + p * oa.cs];
-                        let brow = &bp[p * n + j0..p * n + j1];
-                        for (o, &bv) in orow[j0..j1].iter_mut().zip(brow) {
-                            *o += av * bv;
-                        }
-                    }
-                }
-            }
-        }
-    };
-    if threaded {
-        par::for_rows(out, n, k, body);
-    } else {
-        body(0, out);
-    }
+    blocked::blocked(a, b, out, m, n, k, oa, ob, threaded);
 }
