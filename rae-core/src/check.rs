@@ -236,7 +236,7 @@ pub fn rope<B: Backend>(
     sin: &Tensor<B>,
 ) -> Result<(usize, usize, usize)> {
     let d = x.dims();
-    if d.len() < 2 || d[d.len() - 1] % 2 != 0 {
+    if d.len() < 2 || !d[d.len() - 1].is_multiple_of(2) {
         return Err(Error::bad_shape(
             "rope",
             x.shape(),
@@ -252,7 +252,7 @@ pub fn rope<B: Backend>(
 
 /// Validates SwiGLU input `[.., 2H]`; returns `(rows, H)`.
 pub fn swiglu(u: &Shape) -> Result<(usize, usize)> {
-    if u.rank() == 0 || u.last() % 2 != 0 {
+    if u.rank() == 0 || !u.last().is_multiple_of(2) {
         return Err(Error::bad_shape("swiglu", u, "the last axis must be even"));
     }
     Ok((u.rows(), u.last() / 2))
@@ -285,7 +285,8 @@ pub fn cond(op: &'static str, x: &Shape, c: &Shape) -> Result<CondDims> {
         return Err(Error::bad_shape(op, x, "x must be [B, N, C]"));
     }
     let cd = c.dims();
-    if cd.len() != 3 || cd[0] != d[0] || cd[2] != d[2] || cd[1] == 0 || d[1] % cd[1] != 0 {
+    if cd.len() != 3 || cd[0] != d[0] || cd[2] != d[2] || cd[1] == 0 || !d[1].is_multiple_of(cd[1])
+    {
         return Err(Error::shape(op, &Shape::new(&[d[0], 1, d[2]])?, c));
     }
     Ok(CondDims {
@@ -378,7 +379,7 @@ pub fn fourier(t: &Shape, w: &Shape) -> Result<(usize, usize)> {
 /// Validates patchify; returns `(B, C, H, W)`.
 pub fn patchify(x: &Shape, p: usize) -> Result<(usize, usize, usize, usize)> {
     let d = x.dims();
-    if d.len() != 4 || p == 0 || d[2] % p != 0 || d[3] % p != 0 {
+    if d.len() != 4 || p == 0 || !d[2].is_multiple_of(p) || !d[3].is_multiple_of(p) {
         return Err(Error::bad_shape(
             "patchify",
             x,

@@ -102,7 +102,7 @@ impl LoopHooks<CpuBackend, Stage2Trainer<CpuBackend>> for Recorder {
         Ok(())
     }
     fn checkpoint_due(&self, done: u64) -> bool {
-        self.every > 0 && done % self.every == 0
+        self.every > 0 && done.is_multiple_of(self.every)
     }
     fn save(&mut self, ck: &TrainCheckpoint, done: u64) -> Result<(), Error> {
         self.saved.push((done, ck.clone()));

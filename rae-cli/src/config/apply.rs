@@ -259,7 +259,7 @@ impl RefConfig {
     ) -> CliResult<DecoderConfig> {
         let (width, enc_patch) = EncoderConfig::read(encoder_dir)?.dims();
         let input = encoder_input_size.unwrap_or(224);
-        if enc_patch == 0 || input % enc_patch != 0 {
+        if enc_patch == 0 || !input.is_multiple_of(enc_patch) {
             return Err(self.err(
                 "stage_1.params.encoder_input_size",
                 format!("{input} is not a multiple of the encoder's patch size {enc_patch}"),

@@ -149,7 +149,7 @@ fn shard_for(batch_size: usize) -> CliResult<Shard> {
         rank: g.rank,
         world: g.world,
     };
-    if batch_size % g.world != 0 || batch_size == 0 {
+    if !batch_size.is_multiple_of(g.world) || batch_size == 0 {
         return Err(CliError::new(format!(
             "--batch-size {batch_size} is the global batch and must split evenly over the {} \
              processes of this run",

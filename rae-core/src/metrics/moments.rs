@@ -86,7 +86,7 @@ impl Moments {
 
     /// Adds the rows of a row-major `[rows, dim]` batch.
     pub fn push_rows(&mut self, rows: &[f32]) -> Result<()> {
-        if self.dim == 0 || rows.len() % self.dim != 0 {
+        if self.dim == 0 || !rows.len().is_multiple_of(self.dim) {
             return Err(Error::invalid(
                 "Moments::push_rows",
                 format!(

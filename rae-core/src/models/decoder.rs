@@ -149,20 +149,22 @@ impl DecoderConfig {
             1.0,
         )?;
         if self.decoder_num_attention_heads == 0
-            || self.decoder_hidden_size % self.decoder_num_attention_heads != 0
+            || !self
+                .decoder_hidden_size
+                .is_multiple_of(self.decoder_num_attention_heads)
         {
             return bad(
                 "decoder_num_attention_heads",
                 "must divide decoder_hidden_size",
             );
         }
-        if self.decoder_hidden_size % 4 != 0 {
+        if !self.decoder_hidden_size.is_multiple_of(4) {
             return bad(
                 "decoder_hidden_size",
                 "must be a multiple of 4 (sin-cos table)",
             );
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return bad("image_size", "must be a multiple of patch_size");
         }
         check_usize(

@@ -247,7 +247,7 @@ impl DitConfig {
                 return bad("num_heads", format!("the {name} width {w} must split into {h} heads with a head dim divisible by 4 (RoPE)"));
             }
         }
-        if self.patch_size == 0 || self.input_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.input_size.is_multiple_of(self.patch_size) {
             return bad(
                 "input_size",
                 format!(
@@ -256,7 +256,7 @@ impl DitConfig {
                 ),
             );
         }
-        if self.use_pos_embed && self.hidden_enc % 4 != 0 {
+        if self.use_pos_embed && !self.hidden_enc.is_multiple_of(4) {
             return bad(
                 "hidden_size",
                 format!(

@@ -149,7 +149,7 @@ pub(crate) fn check_vit_geometry(
         source,
         layers as u128 * (4 * c * c + 2 * c * mlp_hidden as u128),
     )?;
-    if hidden_size % num_attention_heads != 0 {
+    if !hidden_size.is_multiple_of(num_attention_heads) {
         return bad("num_attention_heads", "must divide hidden_size");
     }
     if patch_size == 0 || image_size < patch_size {
@@ -169,7 +169,7 @@ pub(crate) fn image_grid<B: Backend>(
     p: usize,
 ) -> Result<(usize, usize, usize)> {
     let dims = x.dims();
-    if dims.len() != 4 || dims[1] != 3 || dims[2] % p != 0 || dims[3] % p != 0 {
+    if dims.len() != 4 || dims[1] != 3 || !dims[2].is_multiple_of(p) || !dims[3].is_multiple_of(p) {
         return Err(crate::error::Error::bad_shape(
             model,
             x.shape(),

@@ -135,7 +135,7 @@ impl MaeConfig {
             self.num_hidden_layers,
             self.intermediate_size as f64,
         )?;
-        if self.hidden_size % 4 != 0 {
+        if !self.hidden_size.is_multiple_of(4) {
             return Err(Error::config(
                 format!("{source}: hidden_size"),
                 String::from("must be a multiple of 4 (2-D sin-cos position table)"),

@@ -17,7 +17,7 @@ use crate::tensor::Tensor;
 /// Splits `m` `[B, Nc, k·C]` into `k` chunks `[B, Nc, C]` on the last axis (§0 `chunk`).
 fn chunks<B: Backend>(b: &B, m: &Tensor<B>, k: usize) -> Result<Vec<Tensor<B>>> {
     let d = m.dims();
-    if d.len() != 3 || d[2] % k != 0 {
+    if d.len() != 3 || !d[2].is_multiple_of(k) {
         return Err(Error::bad_shape(
             "adaLN chunk",
             m.shape(),

@@ -13,7 +13,7 @@ use crate::tensor::Tensor;
 /// `[D/2, D)` the row; in each half the first `D/4` channels are `sin(pos·ω_k)` and the next
 /// `D/4` are `cos(pos·ω_k)`, `ω_k = 10000^(−k/(D/4))`. Computed in f64, rounded to f32.
 pub fn sincos_2d(d: usize, g: usize) -> Result<Vec<f32>> {
-    if d % 4 != 0 || d == 0 {
+    if !d.is_multiple_of(4) || d == 0 {
         return Err(Error::invalid(
             "sin-cos position table",
             alloc::format!("width {d} is not a positive multiple of 4"),
@@ -41,7 +41,7 @@ pub fn sincos_2d(d: usize, g: usize) -> Result<Vec<f32>> {
 /// `θ_k = 10000^(−2k/m)` for `k < m/2`, each used on two adjacent channels; the first half of
 /// the head dimension rotates with the row index, the second with the column index.
 pub fn rope_tables(hd: usize, g: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    if hd % 4 != 0 || hd == 0 {
+    if !hd.is_multiple_of(4) || hd == 0 {
         return Err(Error::invalid(
             "RoPE table",
             alloc::format!("head dim {hd} is not a positive multiple of 4"),

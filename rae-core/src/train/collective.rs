@@ -265,7 +265,7 @@ impl Shard {
                 format!("process {} of {}", self.rank, self.world),
             ));
         }
-        if global % self.world != 0 || global == 0 {
+        if !global.is_multiple_of(self.world) || global == 0 {
             return Err(Error::invalid(
                 "shard",
                 format!(

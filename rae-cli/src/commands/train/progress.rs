@@ -71,7 +71,7 @@ impl<'a> StageProgress<'a> {
             self.tp.rate()
         ));
         self.window.push(loss);
-        if done % self.log_every == 0 || done == self.steps {
+        if done.is_multiple_of(self.log_every) || done == self.steps {
             let loss_mean = self.window.take();
             let line = format!(
                 "{} step {done}/{} {} {:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s",
@@ -183,7 +183,7 @@ impl<B: Backend, T: Trainer<B>> LoopHooks<B, T> for CliHooks<'_, B, T> {
     }
 
     fn checkpoint_due(&self, done: u64) -> bool {
-        done % self.prog.ckpt_every == 0
+        done.is_multiple_of(self.prog.ckpt_every)
     }
 
     fn save(&mut self, ck: &TrainCheckpoint, _done: u64) -> CliResult<()> {
