@@ -32,6 +32,37 @@ pub fn matmul_in(
     Ok(matmul(&ra, &rb, d, ta, tb))
 }
 
+/// A linear layer's `x[rows, k] · wᵀ + bias` (`w` `[n, k]`) in one pass over the output: the
+/// output starts as the bias rows and the product accumulates into it, instead of a
+/// product followed by a separate bias pass. Operands are rounded to `precision` first as
+/// in [`matmul_in`].
+pub fn linear_in(
+    precision: Precision,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    d: &MatmulDims,
+) -> Result<Vec<f32>> {
+    let (rows, n, k) = (d.batch * d.m, d.n, d.k);
+    let mut out = crate::limits::try_filled("linear output", rows * n, 0.0)?;
+    for row in out.chunks_mut(n.max(1)) {
+        row.copy_from_slice(bias);
+    }
+    if rows == 0 || n == 0 || k == 0 {
+        return Ok(out);
+    }
+    if precision == Precision::Fp32 {
+        product(x, w, &mut out, rows, n, k, false, true, true, true);
+    } else {
+        let mut rx = try_copy("matmul operand", x)?;
+        let mut rw = try_copy("matmul operand", w)?;
+        precision.round_slice(&mut rx);
+        precision.round_slice(&mut rw);
+        product(&rx, &rw, &mut out, rows, n, k, false, true, true, true);
+    }
+    Ok(out)
+}
+
 /// Strides of one operand of `[rows, cols]` logical shape stored plain or transposed.
 #[derive(Debug, Clone, Copy)]
 struct Operand {
@@ -66,7 +97,7 @@ pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, ta: bool, tb: bool) -> Vec<f
     }
     // A broadcast right operand and a plain left operand fold the batch into the rows.
     if !d.b_batched && !ta {
-        product(a, b, &mut out, d.batch * m, n, k, false, tb, true);
+        product(a, b, &mut out, d.batch * m, n, k, false, tb, true, false);
         return out;
     }
     let a_stride = m * k;
@@ -83,7 +114,7 @@ pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, ta: bool, tb: bool) -> Vec<f
                     let i = first + j;
                     let ai = &a[i * a_stride..(i + 1) * a_stride];
                     let bi = &b[i * b_stride..i * b_stride + k * n];
-                    product(ai, bi, o, m, n, k, ta, tb, false);
+                    product(ai, bi, o, m, n, k, ta, tb, false, false);
                 }
             },
         );
@@ -91,13 +122,14 @@ pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, ta: bool, tb: bool) -> Vec<f
         for (i, o) in out.chunks_mut(m * n).enumerate() {
             let ai = &a[i * a_stride..(i + 1) * a_stride];
             let bi = &b[i * b_stride..i * b_stride + k * n];
-            product(ai, bi, o, m, n, k, ta, tb, true);
+            product(ai, bi, o, m, n, k, ta, tb, true, false);
         }
     }
     out
 }
 
-/// One product `out[m, n] = op(a)[m, k] · op(b)[k, n]`.
+/// One product `out[m, n] = op(a)[m, k] · op(b)[k, n]`, added to what `out` holds when
+/// `acc` (else `out` must be zeros: the blocked path always adds).
 #[allow(clippy::too_many_arguments)]
 fn product(
     a: &[f32],
@@ -109,6 +141,7 @@ fn product(
     ta: bool,
     tb: bool,
     threaded: bool,
+    acc: bool,
 ) {
     let oa = Operand::new(m, k, ta);
     let ob = Operand::new(k, n, tb);
@@ -130,14 +163,14 @@ fn product(
                 out.as_mut_ptr(),
                 1,
                 n as isize,
-                false,
+                acc,
                 a.as_ptr(),
                 oa.cs as isize,
                 oa.rs as isize,
                 b.as_ptr(),
                 ob.cs as isize,
                 ob.rs as isize,
-                0.0,
+                if acc { 1.0 } else { 0.0 },
                 1.0,
                 false,
                 false,
@@ -147,5 +180,8 @@ fn product(
         }
     }
     #[cfg(not(feature = "gemm"))]
-    blocked::blocked(a, b, out, m, n, k, oa, ob, threaded);
+    {
+        let _ = acc;
+        blocked::blocked(a, b, out, m, n, k, oa, ob, threaded);
+    }
 }

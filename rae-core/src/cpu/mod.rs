@@ -100,8 +100,9 @@ fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
     let xs = data(x);
     let mut out = vec![0.0f32; xs.len()];
     par::for_rows(&mut out, 1, 4, |first, o| {
-        for (i, v) in o.iter_mut().enumerate() {
-            *v = f(xs[first + i]);
+        // Zipped slices, not indices: no bounds checks, so the loop vectorises.
+        for (v, &x) in o.iter_mut().zip(&xs[first..]) {
+            *v = f(x);
         }
     });
     make(out, x.shape().clone())
@@ -111,8 +112,8 @@ fn zip(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync) -> T {
     let (xa, xb) = (data(a), data(b));
     let mut out = vec![0.0f32; xa.len()];
     par::for_rows(&mut out, 1, 4, |first, o| {
-        for (i, v) in o.iter_mut().enumerate() {
-            *v = f(xa[first + i], xb[first + i]);
+        for ((v, &x), &y) in o.iter_mut().zip(&xa[first..]).zip(&xb[first..]) {
+            *v = f(x, y);
         }
     });
     make(out, a.shape().clone())
@@ -161,6 +162,7 @@ impl Backend for CpuBackend {
         check::same_shape("unary_backward", x.shape(), dy.shape())?;
         Ok(match op {
             Unary::GeluErf => zip(x, dy, |v, d| d * ops::gelu_erf_grad(v)),
+            Unary::Silu => zip(x, dy, |v, d| d * ops::unary_grad(Unary::Silu, v)),
             _ => zip(x, dy, move |v, d| d * ops::unary_grad(op, v)),
         })
     }
@@ -199,6 +201,21 @@ impl Backend for CpuBackend {
         );
         check::view3("reduce", x.shape(), dims)?;
         make_dims(ops::reduce(op, data(x), dims), &[dims[0], dims[2]])
+    }
+
+    fn linear(&self, x: &T, w: &T, b: Option<&T>) -> Result<T> {
+        let (rows, inp, out) = check::linear(x, w, b)?;
+        let d = check::matmul(&Shape::new(&[rows, inp])?, w.shape(), false, true)?;
+        timed!(
+            profile::matmul_name(d.b_batched, false, true),
+            profile::product_flops(&d),
+            0
+        );
+        let y = match b {
+            Some(b) => matmul::linear_in(self.precision, data(x), data(w), data(b), &d)?,
+            None => matmul::matmul_in(self.precision, data(x), data(w), &d, false, true)?,
+        };
+        make_dims(y, x.shape().with_last(out).dims())
     }
 
     fn matmul(&self, a: &T, b: &T, ta: bool, tb: bool) -> Result<T> {

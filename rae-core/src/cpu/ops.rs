@@ -61,10 +61,28 @@ pub fn erf(x: f32) -> f32 {
         -1.453_152_1,
         1.061_405_4,
     ];
-    let a = libm::fabsf(x);
+    // |x| and the sign by bit masks: libm's fabsf/copysignf are calls that stop the
+    // surrounding loop from vectorising.
+    const SIGN: u32 = 0x8000_0000;
+    let a = f32::from_bits(x.to_bits() & !SIGN);
     let t = 1.0 / (1.0 + P * a);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    libm::copysignf(1.0 - poly * exp(-a * a), x)
+    let y = 1.0 - poly * exp(-a * a);
+    f32::from_bits(y.to_bits() | (x.to_bits() & SIGN))
+}
+
+/// `√x`, correctly rounded either way: `f32::sqrt` under `std` (an LLVM intrinsic that
+/// vectorises), `libm::sqrtf` otherwise.
+#[inline]
+pub fn sqrt(x: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        x.sqrt()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        libm::sqrtf(x)
+    }
 }
 
 /// Exact (erf) GELU.
@@ -327,13 +345,27 @@ pub fn norm_backward(
 /// bits as scaling the row first, one pass over memory fewer.
 pub fn softmax_row(row: &[f32], out: &mut [f32], scale: f32) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-    // The exponentials in a loop of their own, which vectorises; the sum keeps its order.
+    // The exponentials in a loop of their own and the sum in sixteen lanes: both vectorise.
     for (o, &v) in out.iter_mut().zip(row) {
         *o = exp(v * scale - max);
     }
-    let sum: f32 = out.iter().sum();
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum_lanes(out);
     out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// The f32 sum of `xs` in sixteen interleaved running sums (a vector register's worth), so
+/// the loop is not one long chain of dependent additions.
+#[inline]
+pub fn sum_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// RoPE on one head vector (§3.4); with `inverse` the transposed rotation (the backward).
@@ -406,7 +438,7 @@ fn adamw_part(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamW
         *p *= decay;
         *m += (gi - *m) * (1.0 - hp.beta1);
         *v = *v * hp.beta2 + gi * gi * (1.0 - hp.beta2);
-        let denom = libm::sqrtf(*v) / bc2_sqrt + hp.eps;
+        let denom = sqrt(*v) / bc2_sqrt + hp.eps;
         *p -= step_size * *m / denom;
     }
 }
