@@ -1,6 +1,7 @@
 //! The optimiser plumbing of one training step: global-norm clipping, AdamW at the
 //! scheduled rate, EMA (§5.1, §2.7.7).
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -79,17 +80,16 @@ impl<B: Backend> Optimizer<B> {
         grads: &Grads<B>,
         hook: &mut dyn super::GradHook<B>,
     ) -> Result<StepReport> {
-        // Names, values and gradients of the trainable parameters, gathered in one visit so
-        // that they pair up; the update goes back by name.
-        let (mut names, mut params, mut gs): (Vec<String>, Vec<Tensor<B>>, Vec<Tensor<B>>) =
-            (Vec::new(), Vec::new(), Vec::new());
+        // Names and gradients of the trainable parameters, gathered in one visit so that
+        // they pair up; the values are taken out of the model just before the update and go
+        // back by name.
+        let (mut names, mut gs): (Vec<String>, Vec<Tensor<B>>) = (Vec::new(), Vec::new());
         let mut missing = None;
         model.visit(&mut |p| {
             if p.trainable() {
                 match grads.get(&p.name) {
                     Some(g) => {
                         names.push(p.name.clone());
-                        params.push(p.value.clone());
                         gs.push(g.clone());
                     }
                     None => {
@@ -116,8 +116,10 @@ impl<B: Backend> Optimizer<B> {
         })?;
         let (norm, scale) = (clip.total_norm, clip.factor);
         let lr = self.config.schedule.lr(self.step());
-        self.adamw.step(b, &mut params, &gs, lr, scale)?;
+        let mut params = take_params(model, grads, &names)?;
+        let stepped = self.adamw.step(b, &mut params, &gs, lr, scale);
         set_params(model, &names, &params, true)?;
+        stepped?;
         self.ema.update(b, &all_params(model))?;
         Ok(StepReport {
             lr,
@@ -134,4 +136,35 @@ impl<B: Backend> Optimizer<B> {
         set_params(&mut m, &model.param_names(), self.ema.params(), false)?;
         Ok(m)
     }
+}
+
+/// Moves the trainable values out of `model` into the order of `names`, leaving each one's
+/// gradient (same shape) in its place until [`set_params`] puts the updated values back by
+/// name. The update then holds the only reference to each tensor: with a clone, a backend
+/// that writes in place (the CPU backend's copy-on-write storage) would first copy every
+/// parameter, which cost more than AdamW itself. The two visits may list the parameters in
+/// different orders; different sets are an error, after the values went back.
+fn take_params<B: Backend, M: Module<B>>(
+    model: &mut M,
+    grads: &Grads<B>,
+    names: &[String],
+) -> Result<Vec<Tensor<B>>> {
+    let mut taken: BTreeMap<String, Tensor<B>> = BTreeMap::new();
+    model.visit_mut(&mut |p| {
+        if p.trainable() {
+            if let Some(g) = grads.get(&p.name) {
+                let value = core::mem::replace(&mut p.value, g.clone());
+                taken.insert(p.name.clone(), value);
+            }
+        }
+    });
+    if taken.len() == names.len() && names.iter().all(|n| taken.contains_key(n)) {
+        return Ok(names.iter().filter_map(|n| taken.remove(n)).collect());
+    }
+    let (back_names, back): (Vec<String>, Vec<Tensor<B>>) = taken.into_iter().unzip();
+    set_params(model, &back_names, &back, true)?;
+    Err(Error::invalid(
+        "optimizer",
+        "the module's visit_mut lists other trainable parameters than its visit",
+    ))
 }
