@@ -21,6 +21,9 @@
 //! | `dit_xl_fwd` | DiT-DH-XL eval forward, batch 1 |
 //! | `decoder_xl_fwd` | ViT-XL RAE decoder (§2.6) forward on 256 tokens of 768, batch 1 |
 //!
+//! With `RAE_CPU_PROFILE=1` each case's untimed run is also printed op by op (calls, time,
+//! share, GFLOP/s or GB/s: the CPU backend's per-op profile, `rae_core::cpu::profile`).
+//!
 //! GFLOP/s counts the FLOPs of one run (2 per multiply-add of the matrix products and the
 //! attention) as PyTorch's `FlopCounterMode` counts them on the reference side; without the
 //! reference the CPU backend's own per-op profile counts them.
@@ -129,6 +132,12 @@ fn ours(b: &CpuBackend, name: &str, batch: usize, iters: usize) -> Result<(f64, 
     profile::reset();
     run()?;
     let flops = profile::matmul_flops();
+    if std::env::var_os(profile::ENV_VAR).is_some_and(|v| !v.is_empty() && v != "0") {
+        println!(
+            "== {name}, batch {batch}: the untimed run op by op\n{}",
+            profile::report()
+        );
+    }
     profile::force(false);
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
@@ -253,8 +262,5 @@ fn main() {
             rows.first().map_or("?", |r| r.about.as_str())
         ),
         Err(e) => println!("reference: {e}"),
-    }
-    if profile::enabled() {
-        println!("{}", profile::report());
     }
 }

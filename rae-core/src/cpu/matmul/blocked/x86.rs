@@ -97,102 +97,86 @@ pub(super) unsafe fn work_avx2(job: &Job<'_>) {
     unsafe { work::<Avx2, AVX2_MR, AVX2_NV>(job) }
 }
 
-/// 16 lanes of AVX-512.
-struct Avx512;
-
-// AVX-512 intrinsics (and the target feature above) are stable from Rust 1.89.
-impl Simd for Avx512 {
-    type R = __m512;
-    const LANES: usize = 16;
-    #[inline(always)]
-    unsafe fn zero() -> __m512 {
-        // SAFETY: the caller has AVX-512F enabled (trait contract).
-        unsafe { _mm512_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> __m512 {
-        // SAFETY: as above.
-        unsafe { _mm512_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m512 {
-        // SAFETY: as above; `p` is valid for 16 reads.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: __m512) {
-        // SAFETY: as above; `p` is valid for 16 writes.
-        unsafe { _mm512_storeu_ps(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn madd(a: __m512, b: __m512, c: __m512) -> __m512 {
-        // SAFETY: as above.
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn add(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: as above.
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn transpose8(src: *const f32, ls: usize, dst: *mut f32, ld: usize) {
-        // SAFETY: the caller has AVX enabled and valid blocks (trait contract).
-        unsafe { transpose8_avx(src, ls, dst, ld) }
-    }
-    #[inline(always)]
-    unsafe fn prefetch(p: *const f32) {
-        // SAFETY: a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
-    }
+/// A [`Simd`] vector type over one register width's intrinsics. The safety contract is the
+/// trait's: the caller runs with the features the intrinsics need (AVX-512F, or AVX2 and
+/// FMA) and passes pointers valid for `LANES` reads or writes.
+macro_rules! simd_impl {
+    ($name:ident, $reg:ty, $lanes:expr, $zero:ident, $splat:ident, $load:ident, $store:ident,
+     $madd:ident, $add:ident) => {
+        impl Simd for $name {
+            type R = $reg;
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            unsafe fn zero() -> $reg {
+                // SAFETY: the caller has the features enabled (trait contract).
+                unsafe { $zero() }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> $reg {
+                // SAFETY: as above.
+                unsafe { $splat(x) }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> $reg {
+                // SAFETY: as above; `p` is valid for LANES reads.
+                unsafe { $load(p) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: $reg) {
+                // SAFETY: as above; `p` is valid for LANES writes.
+                unsafe { $store(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn madd(a: $reg, b: $reg, c: $reg) -> $reg {
+                // SAFETY: as above (FMA is part of both feature sets).
+                unsafe { $madd(a, b, c) }
+            }
+            #[inline(always)]
+            unsafe fn add(a: $reg, b: $reg) -> $reg {
+                // SAFETY: as above.
+                unsafe { $add(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn transpose8(src: *const f32, ls: usize, dst: *mut f32, ld: usize) {
+                // SAFETY: the caller has AVX enabled and valid blocks (trait contract).
+                unsafe { transpose8_avx(src, ls, dst, ld) }
+            }
+            #[inline(always)]
+            unsafe fn prefetch(p: *const f32) {
+                // SAFETY: a prefetch never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+            }
+        }
+    };
 }
+
+/// 16 lanes of AVX-512 (its intrinsics and target feature are stable from Rust 1.89).
+struct Avx512;
+simd_impl!(
+    Avx512,
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps
+);
 
 /// 8 lanes of AVX2 with FMA.
 struct Avx2;
-
-impl Simd for Avx2 {
-    type R = __m256;
-    const LANES: usize = 8;
-    #[inline(always)]
-    unsafe fn zero() -> __m256 {
-        // SAFETY: the caller has AVX2 enabled (trait contract).
-        unsafe { _mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> __m256 {
-        // SAFETY: as above.
-        unsafe { _mm256_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m256 {
-        // SAFETY: as above; `p` is valid for 8 reads.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: __m256) {
-        // SAFETY: as above; `p` is valid for 8 writes.
-        unsafe { _mm256_storeu_ps(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn madd(a: __m256, b: __m256, c: __m256) -> __m256 {
-        // SAFETY: the caller has FMA enabled (trait contract).
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: as above.
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn transpose8(src: *const f32, ls: usize, dst: *mut f32, ld: usize) {
-        // SAFETY: the caller has AVX enabled and valid blocks (trait contract).
-        unsafe { transpose8_avx(src, ls, dst, ld) }
-    }
-    #[inline(always)]
-    unsafe fn prefetch(p: *const f32) {
-        // SAFETY: a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
-    }
-}
+simd_impl!(
+    Avx2,
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps
+);
 
 /// [`Simd::transpose8`] in eight 256-bit rows: interleave pairs of rows, then pairs of
 /// pairs, then swap 128-bit halves.
