@@ -2,7 +2,6 @@
 //! slices and concatenations of a middle axis, row gathers and scatters, and the Fourier
 //! time features. They move values and compute (almost) nothing.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{data, make_dims, ops, T};
@@ -26,7 +25,7 @@ pub(super) fn gather_rows(table: &T, idx: &[u32]) -> Result<T> {
 pub(super) fn scatter_add_rows(dy: &T, idx: &[u32], rows: usize) -> Result<T> {
     let c = check::scatter_rows(dy.shape(), idx, rows)?;
     let ds = data(dy);
-    let mut out = vec![0.0f32; rows * c];
+    let mut out = super::pool::zeroed(rows * c);
     for (r, &i) in idx.iter().enumerate() {
         for j in 0..c {
             out[i as usize * c + j] += ds[r * c + j];
@@ -39,7 +38,7 @@ pub(super) fn scatter_add_rows(dy: &T, idx: &[u32], rows: usize) -> Result<T> {
 pub(super) fn fourier_features(t: &T, w: &T) -> Result<T> {
     let (b, f) = check::fourier(t.shape(), w.shape())?;
     let (ts, ws) = (data(t), data(w));
-    let mut out = vec![0.0f32; b * 2 * f];
+    let mut out = super::pool::zeroed(b * 2 * f);
     for i in 0..b {
         for j in 0..f {
             let phase = ops::fourier_phase(ts[i], ws[j]);
@@ -55,7 +54,7 @@ pub(super) fn patchify(x: &T, p: usize, order: PatchOrder) -> Result<T> {
     let (b, c, h, w) = check::patchify(x.shape(), p)?;
     let (gh, gw) = (h / p, w / p);
     let xs = data(x);
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = super::pool::zeroed(xs.len());
     let pc = p * p * c;
     for bi in 0..b {
         for ci in 0..c {
@@ -84,7 +83,7 @@ pub(super) fn unpatchify(
     let (gh, gw) = grid;
     let (h, w, c) = (gh * p, gw * p, channels);
     let xs = data(x);
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = super::pool::zeroed(xs.len());
     let pc = p * p * c;
     for bi in 0..b {
         for ci in 0..c {
@@ -104,7 +103,7 @@ pub(super) fn unpatchify(
 pub(super) fn permute0213(x: &T) -> Result<T> {
     let [a, b, c, d] = check::permute0213(x.shape())?;
     let xs = data(x);
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = super::pool::zeroed(xs.len());
     for i in 0..a {
         for j in 0..b {
             for k in 0..c {

@@ -1,6 +1,5 @@
 //! CPU matrix products: the `gemm` crate when the feature is on, a blocked loop otherwise.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::par;
@@ -44,7 +43,7 @@ pub fn linear_in(
     d: &MatmulDims,
 ) -> Result<Vec<f32>> {
     let (rows, n, k) = (d.batch * d.m, d.n, d.k);
-    let mut out = crate::limits::try_filled("linear output", rows * n, 0.0)?;
+    let mut out = super::pool::zeroed(rows * n);
     for row in out.chunks_mut(n.max(1)) {
         row.copy_from_slice(bias);
     }
@@ -88,7 +87,7 @@ impl Operand {
 /// `out = op(a) · op(b)` for every batch entry; `out` is `[batch, m, n]`.
 pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, ta: bool, tb: bool) -> Vec<f32> {
     let (m, n, k) = (d.m, d.n, d.k);
-    let mut out = vec![0.0f32; d.batch * m * n];
+    let mut out = super::pool::zeroed(d.batch * m * n);
     if m == 0 || n == 0 || d.batch == 0 {
         return out;
     }

@@ -10,13 +10,13 @@ mod layout;
 mod matmul;
 mod ops;
 pub mod par;
+pub mod pool;
 #[cfg(feature = "std")]
 pub mod profile;
 mod rowwise;
 
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::backend::{
@@ -64,7 +64,7 @@ fn data_mut(x: &mut T) -> &mut [f32] {
 }
 
 fn make(v: Vec<f32>, shape: Shape) -> T {
-    Tensor::from_parts(Arc::new(v), shape)
+    Tensor::from_parts(Arc::new(pool::Buf::new(v)), shape)
 }
 
 fn make_dims(v: Vec<f32>, dims: &[usize]) -> Result<T> {
@@ -98,7 +98,7 @@ macro_rules! timed {
 
 fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
     let xs = data(x);
-    let mut out = vec![0.0f32; xs.len()];
+    let mut out = pool::zeroed(xs.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
         // Zipped slices, not indices: no bounds checks, so the loop vectorises.
         for (v, &x) in o.iter_mut().zip(&xs[first..]) {
@@ -110,7 +110,7 @@ fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
 
 fn zip(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync) -> T {
     let (xa, xb) = (data(a), data(b));
-    let mut out = vec![0.0f32; xa.len()];
+    let mut out = pool::zeroed(xa.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
         for ((v, &x), &y) in o.iter_mut().zip(&xa[first..]).zip(&xb[first..]) {
             *v = f(x, y);
@@ -120,7 +120,7 @@ fn zip(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync) -> T {
 }
 
 impl Backend for CpuBackend {
-    type Storage = Arc<Vec<f32>>;
+    type Storage = Arc<pool::Buf>;
 
     fn name(&self) -> String {
         String::from("cpu")
@@ -418,7 +418,7 @@ impl Backend for CpuBackend {
     fn fill_uniform(&self, dims: &[usize], key: PhiloxKey, offset: u64) -> Result<T> {
         timed!("fill_uniform", 0, profile::numel(dims));
         let shape = Shape::new(dims)?;
-        let mut out = vec![0.0f32; shape.numel()];
+        let mut out = pool::zeroed(shape.numel());
         rng::fill_uniform(&mut out, key, offset);
         Ok(make(out, shape))
     }
@@ -426,7 +426,7 @@ impl Backend for CpuBackend {
     fn fill_normal(&self, dims: &[usize], key: PhiloxKey, offset: u64) -> Result<T> {
         timed!("fill_normal", 0, profile::numel(dims));
         let shape = Shape::new(dims)?;
-        let mut out = vec![0.0f32; shape.numel()];
+        let mut out = pool::zeroed(shape.numel());
         par::for_rows(&mut out, 1, 16, |first, o| {
             rng::fill_normal(o, key, offset.wrapping_add(first as u64));
         });

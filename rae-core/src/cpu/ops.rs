@@ -163,7 +163,7 @@ pub fn reduce(op: Reduce, x: &[f32], dims: [usize; 3]) -> Vec<f32> {
             .map(|o| (row_sum(op, &x[o * mid..(o + 1) * mid]) * scale) as f32)
             .collect();
     }
-    let mut out = vec![0.0f32; outer * inner];
+    let mut out = super::pool::zeroed(outer * inner);
     let mut acc = vec![0.0f64; inner];
     for o in 0..outer {
         acc.iter_mut().for_each(|a| *a = 0.0);
@@ -226,9 +226,9 @@ pub fn layernorm(
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let mut y = vec![0.0f32; x.len()];
-    let mut means = vec![0.0f32; rows];
-    let mut rstds = vec![0.0f32; rows];
+    let mut y = super::pool::zeroed(x.len());
+    let mut means = super::pool::zeroed(rows);
+    let mut rstds = super::pool::zeroed(rows);
     if rows == 0 {
         return (y, means, rstds);
     }
@@ -270,8 +270,8 @@ fn rows_per_part(rows: usize, c: usize) -> usize {
 /// RMSNorm forward; returns `(y, rstd)`.
 pub fn rmsnorm(x: &[f32], w: Option<&[f32]>, c: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let mut y = vec![0.0f32; x.len()];
-    let mut rstds = vec![0.0f32; rows];
+    let mut y = super::pool::zeroed(x.len());
+    let mut rstds = super::pool::zeroed(rows);
     if rows == 0 {
         return (y, rstds);
     }
@@ -311,11 +311,11 @@ pub fn norm_backward(
     c: usize,
 ) -> NormBackward {
     let rows = rstd.len();
-    let mut dx = vec![0.0f32; x.len()];
-    let mut dw = vec![0.0f32; c];
-    let mut db = vec![0.0f32; c];
-    let mut xhat = vec![0.0f32; c];
-    let mut g = vec![0.0f32; c];
+    let mut dx = super::pool::zeroed(x.len());
+    let mut dw = super::pool::zeroed(c);
+    let mut db = super::pool::zeroed(c);
+    let mut xhat = super::pool::zeroed(c);
+    let mut g = super::pool::zeroed(c);
     for r in 0..rows {
         let mu = mean.map_or(0.0, |m| m[r]);
         let rs = rstd[r];
@@ -391,7 +391,7 @@ pub fn cond_row(row: usize, d: &CondDims) -> usize {
 
 /// Sums `dy` (times `x` when given) over each group of tokens sharing a conditioning row.
 pub fn cond_reduce(dy: &[f32], x: Option<&[f32]>, d: &CondDims) -> Vec<f32> {
-    let mut out = vec![0.0f32; d.b * d.nc * d.c];
+    let mut out = super::pool::zeroed(d.b * d.nc * d.c);
     for row in 0..d.b * d.n {
         let crow = cond_row(row, d);
         for j in 0..d.c {
