@@ -21,14 +21,7 @@ pub fn matmul_in(
     ta: bool,
     tb: bool,
 ) -> Result<Vec<f32>> {
-    if precision == Precision::Fp32 {
-        return Ok(matmul(a, b, d, ta, tb));
-    }
-    let mut ra = try_copy("matmul operand", a)?;
-    let mut rb = try_copy("matmul operand", b)?;
-    precision.round_slice(&mut ra);
-    precision.round_slice(&mut rb);
-    Ok(matmul(&ra, &rb, d, ta, tb))
+    rounded(precision, a, b, |a, b| matmul(a, b, d, ta, tb))
 }
 
 /// A linear layer's `x[rows, k] · wᵀ + bias` (`w` `[n, k]`) in one pass over the output: the
@@ -43,23 +36,35 @@ pub fn linear_in(
     d: &MatmulDims,
 ) -> Result<Vec<f32>> {
     let (rows, n, k) = (d.batch * d.m, d.n, d.k);
-    let mut out = super::pool::zeroed(rows * n);
+    // Every value is overwritten by the bias, so a kept buffer need not be zeroed first.
+    let mut out = super::pool::scratch(rows * n);
     for row in out.chunks_mut(n.max(1)) {
         row.copy_from_slice(bias);
     }
     if rows == 0 || n == 0 || k == 0 {
         return Ok(out);
     }
-    if precision == Precision::Fp32 {
-        product(x, w, &mut out, rows, n, k, false, true, true, true);
-    } else {
-        let mut rx = try_copy("matmul operand", x)?;
-        let mut rw = try_copy("matmul operand", w)?;
-        precision.round_slice(&mut rx);
-        precision.round_slice(&mut rw);
-        product(&rx, &rw, &mut out, rows, n, k, false, true, true, true);
-    }
+    rounded(precision, x, w, |x, w| {
+        product(x, w, &mut out, rows, n, k, false, true, true, true)
+    })?;
     Ok(out)
+}
+
+/// `f(a, b)` on the operands as they are for f32, else on copies rounded to `precision`.
+fn rounded<R>(
+    precision: Precision,
+    a: &[f32],
+    b: &[f32],
+    f: impl FnOnce(&[f32], &[f32]) -> R,
+) -> Result<R> {
+    if precision == Precision::Fp32 {
+        return Ok(f(a, b));
+    }
+    let mut ra = try_copy("matmul operand", a)?;
+    let mut rb = try_copy("matmul operand", b)?;
+    precision.round_slice(&mut ra);
+    precision.round_slice(&mut rb);
+    Ok(f(&ra, &rb))
 }
 
 /// Strides of one operand of `[rows, cols]` logical shape stored plain or transposed.

@@ -41,7 +41,7 @@ impl Buf {
 
 impl Clone for Buf {
     fn clone(&self) -> Self {
-        let mut v = zeroed(self.0.len());
+        let mut v = scratch(self.0.len());
         v.copy_from_slice(&self.0);
         Buf(v)
     }
@@ -55,15 +55,29 @@ impl Drop for Buf {
 
 /// `n` zeros: a kept buffer of capacity `n..=2n` when there is one, else a new vector.
 pub fn zeroed(n: usize) -> Vec<f32> {
+    let (mut v, kept) = reuse(n);
+    if kept {
+        v.fill(0.0);
+    }
+    v
+}
+
+/// `n` values that the caller overwrites entirely: a kept buffer with whatever it held
+/// (no zeroing pass), else a new vector of zeros.
+pub fn scratch(n: usize) -> Vec<f32> {
+    reuse(n).0
+}
+
+/// A vector of length `n` and whether it is a kept one (stale values) or a new one (zeros).
+fn reuse(n: usize) -> (Vec<f32>, bool) {
     #[cfg(feature = "std")]
     if n >= MIN_FLOATS {
         if let Some(mut v) = take(n) {
-            v.clear();
             v.resize(n, 0.0);
-            return v;
+            return (v, true);
         }
     }
-    vec![0.0f32; n]
+    (vec![0.0f32; n], false)
 }
 
 /// The kept buffers, and the rules for taking and keeping one (used only under `std`).
