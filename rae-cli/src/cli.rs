@@ -67,6 +67,16 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         size: usize,
     },
+    /// Write a RAE (--rae DIR, ...) as a diffusers AutoencoderRAE folder (--diffusers OUT)
+    /// that `AutoencoderRAE.from_pretrained(OUT)` loads.
+    Export {
+        /// Output folder in diffusers' AutoencoderRAE layout.
+        #[arg(long)]
+        diffusers: PathBuf,
+        /// The RAE to export.
+        #[command(flatten)]
+        rae: RaeArgs,
+    },
     /// Convert a PyTorch checkpoint (or safetensors) to safetensors.
     Convert {
         /// Input file.
@@ -79,19 +89,32 @@ pub enum Command {
 /// Where a RAE comes from.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RaeArgs {
-    /// A RAE folder (encoder/, decoder.safetensors, stats.safetensors).
+    /// A RAE folder (encoder/, decoder.safetensors, stats.safetensors), or a Hugging Face
+    /// hub id of one: org/name[@revision][/sub/folder].
+    ///
+    /// Hub ids (here and in --encoder, --decoder, --stats, sample --ckpt, --guidance-model):
+    /// a path that exists on disk always wins; otherwise a relative argument with at least
+    /// two '/'-separated parts that does not start with '.' or '~' is a hub id (hf://org/name
+    /// forces one, ./org/name forces a path). The revision is a branch, tag or 40-hex commit
+    /// (default main). Ids are read from the HF cache (HF_HUB_CACHE, else HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub); with the `hub` feature what is missing is downloaded there
+    /// (HF_ENDPOINT, HF_TOKEN; never with HF_HUB_OFFLINE=1). A folder id fetches its *.json,
+    /// *.safetensors, *.pt and *.bin files (not a .pt/.bin with a .safetensors twin).
     #[arg(long)]
     pub rae: Option<PathBuf>,
-    /// HuggingFace encoder folder (overrides the RAE folder's).
+    /// HuggingFace encoder folder (overrides the RAE folder's), or a hub id such as
+    /// facebook/dinov2-with-registers-base (see --rae).
     #[arg(long)]
     pub encoder: Option<PathBuf>,
-    /// Decoder weights (.safetensors or .pt).
+    /// Decoder weights (.safetensors or .pt), or a hub id of the file:
+    /// org/name[@revision]/path/to/model.pt (see --rae).
     #[arg(long)]
     pub decoder: Option<PathBuf>,
     /// Decoder configuration: a config.json, a preset (B, L, XL), or the JSON itself.
     #[arg(long)]
     pub decoder_config: Option<String>,
-    /// Latent statistics (.safetensors or the reference stat.pt).
+    /// Latent statistics (.safetensors or the reference stat.pt), or a hub id of the file
+    /// (see --rae).
     #[arg(long)]
     pub stats: Option<PathBuf>,
     /// Encoder input size (default: decoder grid × encoder patch, e.g. 224).
@@ -118,6 +141,16 @@ pub struct DataArgs {
     /// Number of images of the built-in dataset.
     #[arg(long, default_value_t = 2000)]
     pub builtin_size: usize,
+    /// Threads that decode --data images (or read --latents shards) ahead of the step, in a
+    /// bounded queue; the batches are the same whatever the number. Default: the machine's
+    /// parallelism; 0 decodes on the training thread.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Labels of the class folders of --data: torchvision/Keras `imagenet_class_index.json`
+    /// (`{"0": ["n01440764", "tench"], ...}`) or a plain `{"n01440764": 0, ...}` map. Every
+    /// folder must be in it. Default: the sorted folder names (torchvision's ImageFolder).
+    #[arg(long)]
+    pub class_index: Option<PathBuf>,
 }
 
 /// `train` options.
@@ -141,7 +174,9 @@ pub struct TrainArgs {
     /// Data.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Latents written by `encode` (stage 2 without on-the-fly encoding).
+    /// Latents written by `encode` (stage 2 without on-the-fly encoding): a `.safetensors`
+    /// file (read into memory) or a sharded cache folder (memory-mapped, read as needed;
+    /// do not rewrite it while training reads it).
     #[arg(long)]
     pub latents: Option<PathBuf>,
     /// DiT preset: tiny, S, B, L, XL.
@@ -237,7 +272,8 @@ pub struct SampleArgs {
     /// Settings of --config that no flag expresses (filled in by `config::apply_config`).
     #[arg(skip)]
     pub plan: Option<crate::config::plan::SamplePlan>,
-    /// DiT-DH checkpoint (its EMA weights are used when present). Default:
+    /// DiT-DH checkpoint (its EMA weights are used when present), or a hub id of the file,
+    /// org/name[@revision]/path/to/ckpt.pt (see --rae). Default:
     /// runs/default/dit-train.safetensors.
     #[arg(long)]
     pub ckpt: Option<PathBuf>,
@@ -260,7 +296,7 @@ pub struct SampleArgs {
     /// Guidance interval in flow time, "MIN,MAX".
     #[arg(long, default_value = "0,1")]
     pub cfg_interval: String,
-    /// Guide model for AutoGuidance (a DiT-DH checkpoint).
+    /// Guide model for AutoGuidance (a DiT-DH checkpoint, or a hub id of one as for --ckpt).
     #[arg(long)]
     pub guidance_model: Option<PathBuf>,
     /// One class to sample.
@@ -301,12 +337,21 @@ pub struct EncodeArgs {
     pub data: DataArgs,
     /// Image files to encode (instead of --data).
     pub images: Vec<PathBuf>,
-    /// Output safetensors (latents [N, C, h, w] and labels).
+    /// Output: a `.safetensors` file (latents [N, C, h, w] and labels, in memory until
+    /// written), or any other path, a folder: a sharded cache (`shard-NNNNN.safetensors`
+    /// files, then `index.json`) streamed to disk, for ImageNet-scale data.
     #[arg(long)]
     pub out: PathBuf,
     /// Batch size.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Latents per shard of a sharded cache (--out DIR). Default 1024.
+    #[arg(long)]
+    pub shard_size: Option<usize>,
+    /// Storage of a sharded cache's latents: f32, or bf16 (half the size; 8 bits of
+    /// mantissa).
+    #[arg(long, default_value = "f32")]
+    pub latent_dtype: String,
 }
 
 /// `decode` options.

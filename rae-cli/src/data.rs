@@ -10,6 +10,11 @@ use rae_core::rng::{PhiloxKey, PhiloxStream};
 use crate::errors::{io_error, CliError, CliResult};
 use crate::image_io::{is_image, load_chw};
 
+pub mod class_index;
+pub mod loader;
+
+pub use class_index::ClassIndex;
+
 /// A labelled image dataset producing `[3, S, S]` images in `[0, 1]`.
 /// Seed of the built-in dataset (every run and command draws the same images).
 pub const BUILTIN_DATA_SEED: u64 = 7;
@@ -174,6 +179,21 @@ impl ImageFolder {
     /// Scans `root`. A missing folder, a folder without class subfolders or without any
     /// image is an error naming the folder.
     pub fn open(root: &Path, size: usize) -> CliResult<Self> {
+        Self::open_with(root, size, None)
+    }
+
+    /// [`ImageFolder::open_with`] the class index in the file `index` (`--class-index`),
+    /// when given.
+    pub fn open_indexed(root: &Path, size: usize, index: Option<&Path>) -> CliResult<Self> {
+        let ix = index.map(ClassIndex::read).transpose()?;
+        Self::open_with(root, size, ix.as_ref())
+    }
+
+    /// [`ImageFolder::open`] with the labels of a class index (`--class-index`): every
+    /// class folder must be in the index (an error names those that are not), and the
+    /// classes are the index's, all of them, even those without a folder here. Images are
+    /// listed in sorted folder order either way (as torchvision's `ImageFolder` does).
+    pub fn open_with(root: &Path, size: usize, index: Option<&ClassIndex>) -> CliResult<Self> {
         crate::image_io::check_image_size(size)?;
         let entries = std::fs::read_dir(root)
             .map_err(|e| io_error("cannot open the data folder", root, &e))?;
@@ -191,19 +211,49 @@ impl ImageFolder {
         }
         let mut files = Vec::new();
         let mut classes = Vec::new();
-        for (label, dir) in class_dirs.iter().enumerate() {
+        let folder_name = |d: &PathBuf| {
+            d.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let labels: Vec<u32> = match index {
+            None => (0..class_dirs.len() as u32).collect(),
+            Some(ix) => {
+                let names: Vec<String> = class_dirs.iter().map(folder_name).collect();
+                let missing: Vec<&str> = names
+                    .iter()
+                    .filter(|n| ix.label(n).is_none())
+                    .map(String::as_str)
+                    .collect();
+                if !missing.is_empty() {
+                    let shown = missing
+                        .iter()
+                        .take(10)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(CliError::new(format!(
+                        "{} class folder(s) of {} are not in the class index: {shown}{}",
+                        missing.len(),
+                        root.display(),
+                        if missing.len() > 10 { ", ..." } else { "" }
+                    )));
+                }
+                names.iter().filter_map(|n| ix.label(n)).collect()
+            }
+        };
+        for (&label, dir) in labels.iter().zip(&class_dirs) {
             let mut imgs: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| io_error("cannot open the class folder", dir, &e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && is_image(p))
                 .collect();
             imgs.sort();
-            files.extend(imgs.into_iter().map(|p| (p, label as u32)));
-            classes.push(
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
+            files.extend(imgs.into_iter().map(|p| (p, label)));
+            classes.push(folder_name(dir));
+        }
+        if let Some(ix) = index {
+            classes = ix.classes.iter().map(|(n, _)| n.clone()).collect();
         }
         if files.is_empty() {
             return Err(CliError::new(format!(

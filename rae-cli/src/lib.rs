@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod errors;
+pub mod hub;
 pub mod image_io;
 pub mod limits;
 pub mod presets;

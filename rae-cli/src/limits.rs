@@ -149,7 +149,7 @@ pub fn check_command(command: &Command) -> CliResult<()> {
             int("--size", None, *size, 8, MAX_BUILTIN_SIDE)
         }
         Command::Decode(_) | Command::Reconstruct(_) | Command::Inspect { .. } => Ok(()),
-        Command::Convert { .. } => Ok(()),
+        Command::Convert { .. } | Command::Export { .. } => Ok(()),
     }
 }
 

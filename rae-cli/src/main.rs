@@ -3,7 +3,7 @@
 use clap::{CommandFactory, FromArgMatches};
 use rae_cli::backends::{dispatch, BackendChoice};
 use rae_cli::cli::{Cli, Command};
-use rae_cli::commands::{codec, eval, sample, stats, tools, train};
+use rae_cli::commands::{codec, eval, export, sample, stats, tools, train};
 use rae_cli::{dist, CliResult};
 use rae_core::Precision;
 
@@ -43,6 +43,14 @@ fn run(cli: Cli) -> CliResult<()> {
             eprintln!("wrote {n} images to {}", out.display());
             Ok(())
         }
+        Command::Export { diffusers, rae } => {
+            export::export_diffusers(&rae, &diffusers)?;
+            eprintln!(
+                "wrote a diffusers AutoencoderRAE to {}",
+                diffusers.display()
+            );
+            Ok(())
+        }
         Command::Convert { input, output } => {
             let n = tools::convert(&input, &output)?;
             eprintln!("wrote {n} tensors to {}", output.display());
@@ -63,6 +71,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Inspect { .. } => "inspect",
         Command::BuiltinData { .. } => "builtin-data",
         Command::Convert { .. } => "convert",
+        Command::Export { .. } => "export",
     }
 }
 

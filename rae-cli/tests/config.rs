@@ -344,10 +344,20 @@ fn bad_values_and_hub_ids_give_named_errors() {
         std::fs::write(&p, text).unwrap();
         p.display().to_string()
     };
-    // A HuggingFace hub id is not a local folder.
-    let e = parse_err(&["rae-cli", "sample", "--config", &cfg_path(AG)]);
+    // A HuggingFace hub id that no cache holds, offline: named (run as a process so that
+    // nothing can be downloaded; tests/hub.rs resolves such ids from a cache).
+    let empty = d.join("empty-hf-cache");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rae-cli"))
+        .args(["--backend", "cpu", "sample", "--config", &cfg_path(AG)])
+        .env("HF_HUB_CACHE", &empty)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
     assert!(
-        e.contains("stage_1.params.encoder_params.dinov2_path")
+        !o.status.success()
+            && e.contains("stage_1.params.encoder_params.dinov2_path")
             && e.contains("facebook/dinov2-with-registers-base")
             && e.contains("HuggingFace")
             && e.contains("--encoder"),

@@ -264,6 +264,10 @@ fn shorten(bytes: &[u8]) -> String {
 
 #[test]
 fn yaml_config_reader_survives_mutations() {
+    // The reference configs name their encoder by hub id: never download in a test (a
+    // cache that holds nothing, offline). Set before any thread of this test reads it.
+    std::env::set_var("HF_HUB_CACHE", common::tmp("fuzz-yaml-hf-cache"));
+    std::env::set_var("HF_HUB_OFFLINE", "1");
     let bases = fixture_configs();
     let dir = scratch_configs();
     let n = cases(2000);

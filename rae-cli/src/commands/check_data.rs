@@ -98,6 +98,6 @@ pub fn check_only(data: &DataChoice) -> CliResult<()> {
         .folder
         .as_deref()
         .ok_or_else(|| CliError::new("--check-data needs --data DIR (an image folder)"))?;
-    let ds = ImageFolder::open(root, data.size(1))?;
+    let ds = ImageFolder::open_indexed(root, data.size(1), data.class_index.as_deref())?;
     check_folder(root, &ds)
 }

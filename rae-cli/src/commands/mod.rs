@@ -3,6 +3,7 @@
 pub mod check_data;
 pub mod codec;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod sample;
 pub mod stats;

@@ -9,6 +9,7 @@ use rae_core::models::DecoderConfig;
 use super::{RefConfig, SamplePlan};
 use crate::cli::{RaeArgs, SampleArgs, TrainArgs};
 use crate::errors::CliResult;
+use crate::hub::Want;
 use crate::store::encoders::{EncoderConfig, Family};
 use crate::store::tensor_file::load_json;
 
@@ -120,14 +121,19 @@ impl RefConfig {
             && p.components().count() == 2
             && !raw.starts_with('.');
         Err(if hub {
-            self.err(
-                key,
-                format!(
-                    "{raw:?} is not a local folder. It looks like a HuggingFace hub id, and rae-cli does not download models: \
-                     save the model folder (config.json + model.safetensors) locally, e.g. under {raw}/ beside the config, \
-                     or pass --encoder DIR"
+            // As the reference's `from_pretrained`: a HuggingFace hub id, read from the local
+            // HF cache (downloaded there first with the `hub` feature).
+            let id = PathBuf::from(format!("{}{raw}", crate::hub::id::PREFIX));
+            match crate::hub::resolve_path(&id, Want::Folder, key) {
+                Ok(dir) => return Ok(dir),
+                Err(e) => self.err(
+                    key,
+                    format!(
+                        "{raw:?} is not a local folder, and as a HuggingFace hub id: {e}. \
+                         Or pass --encoder DIR (a local folder with config.json + model.safetensors)"
+                    ),
                 ),
-            )
+            }
         } else {
             self.err(
                 key,

@@ -78,10 +78,10 @@ impl SampleRun {
     /// recorded settings. Also returns the checkpoint when checking it meant reading it whole
     /// (a `.pt` file), so it is not read twice.
     pub fn settle(a: SampleArgs) -> CliResult<(SampleRun, Option<TensorFile>)> {
-        let ckpt = a
-            .ckpt
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SAMPLE_CKPT));
+        let ckpt = match &a.ckpt {
+            Some(p) => crate::hub::resolve_path(p, crate::hub::Want::File, "--ckpt")?,
+            None => PathBuf::from(DEFAULT_SAMPLE_CKPT),
+        };
         if !ckpt.exists() {
             return Err(CliError::new(format!(
                 "no DiT-DH checkpoint at {}: train one first (`rae-cli train`) or pass --ckpt",
@@ -124,7 +124,14 @@ impl SampleRun {
             rae,
             model: a.model,
             plan: a.plan,
-            guidance_model: a.guidance_model,
+            guidance_model: match &a.guidance_model {
+                Some(p) => Some(crate::hub::resolve_path(
+                    p,
+                    crate::hub::Want::File,
+                    "--guidance-model",
+                )?),
+                None => None,
+            },
             classes,
             per_class: a.num.max(1),
             settings,

@@ -57,6 +57,10 @@ pub struct DataChoice {
     pub builtin_size: usize,
     /// Whether every image of the folder is checked before the first step.
     pub check: bool,
+    /// Threads loading batches ahead of the step (0: on the training thread).
+    pub workers: usize,
+    /// The class index of the folder (`--class-index`).
+    pub class_index: Option<PathBuf>,
 }
 
 impl DataChoice {
@@ -124,6 +128,11 @@ impl TrainRun {
                 image_size: a.data.image_size,
                 builtin_size: a.data.builtin_size,
                 check: !a.skip_check,
+                workers: a
+                    .data
+                    .workers
+                    .unwrap_or_else(crate::data::loader::default_workers),
+                class_index: a.data.class_index.clone(),
             },
             latents: a.latents.clone(),
             fresh: a.fresh,

@@ -7,13 +7,16 @@
 //! command or configuration module, so anything above may use the store.
 
 pub mod atomic;
+pub mod diffusers;
 pub mod dit;
 pub mod encoders;
 pub mod latents;
 pub mod rae;
+pub mod shards;
 pub mod tensor_file;
 
 pub use atomic::{append_line, check_writable_dir, save_safetensors, write_atomic};
+pub use diffusers::{is_diffusers_dir, load_diffusers_rae, save_diffusers_rae};
 pub use dit::{
     check_dit_checkpoint, checkpoint_metadata, dit_from_file, load_dit, load_dit_from,
     load_dit_with, read_train_checkpoint,
@@ -23,4 +26,5 @@ pub use latents::{load_latents, load_noise, save_latents, LatentCache};
 pub use rae::{
     load_decoder, load_encoder, load_rae, load_stats, save_decoder, save_stats, RaePaths,
 };
+pub use shards::{is_shard_dir, LatentDtype, ShardSet, ShardSpec, ShardWriter};
 pub use tensor_file::{load_json, load_tensor_file, pick_weights, read_bytes, TensorFile};

@@ -4,7 +4,8 @@
 //! A RAE folder holds `encoder/config.json` + `encoder/model.safetensors` (a HuggingFace
 //! DINOv2-with-registers, SigLIP or MAE folder), `decoder.safetensors` (or `.pt`) with its
 //! configuration in the metadata key `config` or in `decoder_config.json`, and
-//! `stats.safetensors` (or the reference `stat.pt`) with `mean` and `var`.
+//! `stats.safetensors` (or the reference `stat.pt`) with `mean` and `var`. A diffusers
+//! `AutoencoderRAE` folder is accepted in its place ([`super::diffusers`]).
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,16 @@ pub struct RaePaths {
 impl RaePaths {
     /// The standard layout of a RAE folder.
     pub fn in_dir(dir: &Path) -> Self {
+        if super::diffusers::is_diffusers_dir(dir) {
+            let weights = dir.join(super::diffusers::WEIGHTS);
+            return RaePaths {
+                encoder: dir.to_path_buf(),
+                decoder: weights.clone(),
+                decoder_config: None,
+                stats: Some(weights),
+                encoder_input_size: None,
+            };
+        }
         let pick = |names: &[&str]| -> PathBuf {
             names
                 .iter()
@@ -57,6 +68,9 @@ impl RaePaths {
 /// Loads the encoder folder, of the family its `config.json` names (DINOv2 with registers,
 /// SigLIP/SigLIP2 or MAE; see [`super::encoders`]).
 pub fn load_encoder<B: Backend>(b: &B, dir: &Path) -> CliResult<Encoder<B>> {
+    if super::diffusers::is_diffusers_dir(dir) {
+        return super::diffusers::load_diffusers_encoder(b, dir);
+    }
     super::encoders::load_encoder_dir(b, dir)
 }
 
@@ -137,6 +151,17 @@ pub fn save_stats(path: &Path, mean: &[f32], var: &[f32], dims: [usize; 3]) -> C
 
 /// Loads a RAE from its parts.
 pub fn load_rae<B: Backend>(b: &B, paths: &RaePaths) -> CliResult<Rae<B>> {
+    // A diffusers AutoencoderRAE folder holds all three parts in one file.
+    let weights = paths.encoder.join(super::diffusers::WEIGHTS);
+    if paths.decoder == weights && super::diffusers::is_diffusers_dir(&paths.encoder) {
+        let mut rae =
+            super::diffusers::load_diffusers_rae(b, &paths.encoder, paths.encoder_input_size)?;
+        if let Some(p) = paths.stats.as_ref().filter(|p| **p != weights) {
+            rae.stats = Some(load_stats(b, p)?);
+            crate::presets::check_rae(&rae)?;
+        }
+        return Ok(rae);
+    }
     let encoder = load_encoder(b, &paths.encoder)?;
     let decoder = load_decoder(b, &paths.decoder, paths.decoder_config.as_deref())?;
     let stats = match &paths.stats {

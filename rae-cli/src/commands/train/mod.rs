@@ -56,7 +56,7 @@ impl Job for TrainJob {
             };
             let ds = open_data(&run, cfg.image_size)?;
             let s1 = run.stage1(cfg, ds.len())?;
-            train_decoder(b, &s1, encoder, ds.as_ref())?;
+            train_decoder(b, &s1, encoder, ds.as_ref(), run.data.workers)?;
             return Ok(());
         }
         let rae = store::load_rae(b, paths)?;
@@ -66,6 +66,7 @@ impl Job for TrainJob {
             ));
         }
         let source = match &run.latents {
+            Some(p) if p.is_dir() => LatentSource::Shards(store::ShardSet::open(p)?),
             Some(p) => LatentSource::Cache(store::load_latents(p)?),
             None => LatentSource::Images(open_data(&run, rae.decoder.config.image_size)?),
         };
@@ -78,7 +79,7 @@ fn open_data(run: &TrainRun, default_size: usize) -> CliResult<Box<dyn Dataset>>
     let size = run.data.size(default_size);
     Ok(match &run.data.folder {
         Some(dir) => {
-            let folder = ImageFolder::open(dir, size)?;
+            let folder = ImageFolder::open_indexed(dir, size, run.data.class_index.as_deref())?;
             super::check_data::before_training(&run.data, &folder)?;
             Box::new(folder)
         }
@@ -154,7 +155,7 @@ fn run_pipeline<B: Backend>(b: &B, run: &TrainRun) -> CliResult<()> {
     // is read back only when this stage is skipped).
     let decoder = if !have_decoder {
         let s1 = run.stage1(dec_cfg.clone(), ds.len())?;
-        train_decoder(b, &s1, encoder.clone(), ds.as_ref())?
+        train_decoder(b, &s1, encoder.clone(), ds.as_ref(), run.data.workers)?
     } else {
         crate::say!(
             "stage 1: {} exists, skipping decoder training",

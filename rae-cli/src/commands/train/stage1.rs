@@ -8,18 +8,21 @@ use rae_core::Backend;
 
 use super::progress::{CliHooks, StageProgress};
 use crate::config::Stage1Run;
-use crate::data::{load_batch, BatchOrder, Dataset};
+use crate::data::loader::{with_loader, Images, DEFAULT_AHEAD};
+use crate::data::{BatchOrder, Dataset};
 use crate::errors::{CliError, CliResult};
 use crate::presets;
 use crate::store::{read_train_checkpoint, save_decoder};
 
 /// Stage 1: trains a decoder for `encoder` as `run` settles it; writes the EMA decoder to
-/// `run.final_path` and returns it.
+/// `run.final_path` and returns it. `workers` threads decode the images ahead of the step
+/// (0: on the training thread).
 pub fn train_decoder<B: Backend>(
     b: &B,
     run: &Stage1Run,
     encoder: Encoder<B>,
     ds: &dyn Dataset,
+    workers: usize,
 ) -> CliResult<RaeDecoder<B>> {
     let (bs, steps, files) = (run.batch_size, run.steps, &run.files);
     let decoder = RaeDecoder::new(b, &mut Init::new(run.seed ^ 0xDEC0), run.decoder.clone())?;
@@ -58,28 +61,32 @@ pub fn train_decoder<B: Backend>(
     let s = ds.image_size();
     let prog = StageProgress::new(files, "stage 1", "L1", steps, start);
     let stop = files.stop;
-    let mut hooks = CliHooks::<B, Stage1Trainer<B>> {
-        prog,
-        ckpt: &files.ckpt,
-        batch_size: bs,
-        batch: Box::new(|b: &B, step| {
-            // This process's share of the global batch of the step.
-            let items = &order.batch(step, bs)[mine.clone()];
-            let (imgs, _) = load_batch(ds, items)?;
-            Ok(b.upload(&imgs, &[items.len(), 3, s, s])?)
-        }),
-        after: Box::new(|_, _, _, _| Ok(())),
-    };
-    let source = files.ckpt.display().to_string();
-    rae_core::train::run(
-        b,
-        &mut trainer,
-        &mut hooks,
-        coll.as_mut(),
-        resume.as_ref().map(|ck| (ck, source.as_str())),
-        stop,
-    )?;
-    hooks.prog.pb.finish_and_clear();
+    // This process's share of the global batch of each step.
+    let plan = move |step| order.batch(step, bs)[mine.clone()].to_vec();
+    let images = Images(ds);
+    let pb = with_loader(&images, workers, DEFAULT_AHEAD, stop, plan, |loader| {
+        let mut hooks = CliHooks::<B, Stage1Trainer<B>> {
+            prog,
+            ckpt: &files.ckpt,
+            batch_size: bs,
+            batch: Box::new(|b: &B, step| {
+                let (imgs, labels) = loader.batch(step)?;
+                Ok(b.upload(&imgs, &[labels.len(), 3, s, s])?)
+            }),
+            after: Box::new(|_, _, _, _| Ok(())),
+        };
+        let source = files.ckpt.display().to_string();
+        rae_core::train::run(
+            b,
+            &mut trainer,
+            &mut hooks,
+            coll.as_mut(),
+            resume.as_ref().map(|ck| (ck, source.as_str())),
+            stop,
+        )?;
+        CliResult::Ok(hooks.prog.pb)
+    })?;
+    pb.finish_and_clear();
     if stop < steps {
         return Err(CliError::new(format!(
             "stage 1 stopped at step {stop} of {steps} (--stop-at); continue with --resume"

@@ -12,19 +12,22 @@ use rae_core::Backend;
 use super::progress::{log_line, CliHooks, StageProgress};
 use crate::commands::generate::{decode_images, generate, initial_noise, SampleSettings};
 use crate::config::{Stage2Data, TrainRun};
-use crate::data::{load_batch, BatchOrder, Dataset};
+use crate::data::loader::{with_loader, Images, ItemSource, DEFAULT_AHEAD};
+use crate::data::{BatchOrder, Dataset};
 use crate::errors::{CliError, CliResult};
 use crate::image_io::{grid, save_png};
 use crate::presets;
-use crate::store::{read_train_checkpoint, LatentCache};
+use crate::store::{read_train_checkpoint, LatentCache, ShardSet};
 
 /// Where stage-2 latents come from.
 #[allow(missing_debug_implementations)]
 pub enum LatentSource {
     /// Images encoded on the fly by the frozen encoder.
     Images(Box<dyn Dataset>),
-    /// A latent cache written by `encode`.
+    /// A latent cache written by `encode`, in memory.
     Cache(LatentCache),
+    /// A sharded latent cache written by `encode --out DIR`, memory-mapped.
+    Shards(ShardSet),
 }
 
 /// What stage 2's settings depend on in its data, checked against the RAE.
@@ -40,6 +43,16 @@ fn stage2_data<B: Backend>(rae: &Rae<B>, source: &LatentSource) -> CliResult<Sta
                 )));
             }
             (c.labels.len(), c.classes)
+        }
+        LatentSource::Shards(s) => {
+            if s.dims() != latent {
+                return Err(CliError::new(format!(
+                    "the latent cache holds {:?} latents but the RAE makes {:?}",
+                    s.dims(),
+                    latent
+                )));
+            }
+            (s.len(), s.classes())
         }
     };
     Ok(Stage2Data {
@@ -67,7 +80,6 @@ pub fn train_dit<B: Backend>(
     } else {
         None
     };
-    let dim = latent.iter().product::<usize>();
     crate::say!("{run}");
     let mut trainer = Stage2Trainer {
         state: RunState {
@@ -100,56 +112,61 @@ pub fn train_dit<B: Backend>(
     let (preview, is_builtin) = (&run.preview, run.builtin);
     let stop = files.stop;
     let sample_every = run.sample_every;
-    let mut hooks = CliHooks::<B, Stage2Trainer<B>> {
-        prog,
-        ckpt: &files.ckpt,
-        batch_size: bs,
-        batch: Box::new(|b: &B, step| {
-            // This process's share of the global batch of the step.
-            let items = &order.batch(step, bs)[mine.clone()];
-            let n = items.len();
-            match &source {
-                LatentSource::Images(ds) => {
-                    let (imgs, labels) = load_batch(ds.as_ref(), items)?;
-                    let s = ds.image_size();
-                    let x = b.upload(&imgs, &[n, 3, s, s])?;
-                    Ok((rae.encode(b, &x)?, labels))
-                }
-                LatentSource::Cache(c) => {
-                    let mut v = Vec::with_capacity(n * dim);
-                    let mut l = Vec::with_capacity(n);
-                    for (i, _) in items {
-                        v.extend_from_slice(&c.latents[i * dim..(i + 1) * dim]);
-                        l.push(c.labels[*i]);
-                    }
-                    Ok((b.upload(&v, &[n, latent[0], latent[1], latent[2]])?, l))
-                }
-            }
-        }),
-        after: Box::new(|b: &B, t: &Stage2Trainer<B>, done, prog| {
-            if lead && sample_every > 0 && done % sample_every == 0 && done != steps {
-                let ema = t.state.opt.ema_model(&t.model)?;
-                let path = out.join("samples").join(format!("step-{done:06}.png"));
-                prog.pb
-                    .suspend(|| preview_grid(b, rae, &ema, classes, 1, preview, &path))?;
-                if is_builtin {
-                    report_class_accuracy(b, rae, &ema, preview, out, done)?;
-                }
-            }
-            Ok(())
-        }),
+    // Batches come from a loader (threads ahead of the step, same batches as a sequential
+    // load): images to encode, or latents from a cache.
+    let images;
+    let (items, workers, side): (&dyn ItemSource, usize, Option<usize>) = match &source {
+        LatentSource::Images(ds) => {
+            images = Images(ds.as_ref());
+            (&images, train.data.workers, Some(ds.image_size()))
+        }
+        LatentSource::Cache(c) => (c, 0, None),
+        LatentSource::Shards(s) => (s, train.data.workers, None),
     };
-    let source_name = files.ckpt.display().to_string();
-    rae_core::train::run(
-        b,
-        &mut trainer,
-        &mut hooks,
-        coll.as_mut(),
-        resume.as_ref().map(|ck| (ck, source_name.as_str())),
-        stop,
-    )?;
-    let (prog, model, opt) = (hooks.prog, &trainer.model, &trainer.state.opt);
-    prog.pb.finish_and_clear();
+    // This process's share of the global batch of each step.
+    let plan = move |step| order.batch(step, bs)[mine.clone()].to_vec();
+    let pb = with_loader(items, workers, DEFAULT_AHEAD, stop, plan, |loader| {
+        let mut hooks = CliHooks::<B, Stage2Trainer<B>> {
+            prog,
+            ckpt: &files.ckpt,
+            batch_size: bs,
+            batch: Box::new(|b: &B, step| {
+                let (v, labels) = loader.batch(step)?;
+                let n = labels.len();
+                match side {
+                    Some(s) => {
+                        let x = b.upload(&v, &[n, 3, s, s])?;
+                        Ok((rae.encode(b, &x)?, labels))
+                    }
+                    None => Ok((b.upload(&v, &[n, latent[0], latent[1], latent[2]])?, labels)),
+                }
+            }),
+            after: Box::new(|b: &B, t: &Stage2Trainer<B>, done, prog| {
+                if lead && sample_every > 0 && done % sample_every == 0 && done != steps {
+                    let ema = t.state.opt.ema_model(&t.model)?;
+                    let path = out.join("samples").join(format!("step-{done:06}.png"));
+                    prog.pb
+                        .suspend(|| preview_grid(b, rae, &ema, classes, 1, preview, &path))?;
+                    if is_builtin {
+                        report_class_accuracy(b, rae, &ema, preview, out, done)?;
+                    }
+                }
+                Ok(())
+            }),
+        };
+        let source_name = files.ckpt.display().to_string();
+        rae_core::train::run(
+            b,
+            &mut trainer,
+            &mut hooks,
+            coll.as_mut(),
+            resume.as_ref().map(|ck| (ck, source_name.as_str())),
+            stop,
+        )?;
+        CliResult::Ok(hooks.prog.pb)
+    })?;
+    let (model, opt) = (&trainer.model, &trainer.state.opt);
+    pb.finish_and_clear();
     if stop < steps {
         crate::say!(
             "stage 2: stopped at step {stop} of {steps} (--stop-at); continue with --resume"
