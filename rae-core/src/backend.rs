@@ -15,7 +15,9 @@ use crate::precision::Precision;
 use crate::rng::PhiloxKey;
 use crate::tensor::Tensor;
 
+mod conv;
 mod ops;
+pub use conv::{Pool2d, Window2d};
 pub use ops::{AdamWStep, Binary, PatchOrder, Reduce, Unary};
 
 /// Per-row statistics that a normalisation saves for its backward.
@@ -97,6 +99,14 @@ pub fn check_attention_lse<B: Backend>(
     check::same_shape(op, q.shape(), dout.shape())?;
     let d = q.dims();
     check::same_shape(op, &crate::Shape::new(&d[..d.len() - 1])?, lse.shape())
+}
+
+/// The error of an op a backend does not implement.
+fn unsupported<B: Backend>(b: &B, op: &str) -> crate::Error {
+    crate::Error::backend(
+        b.name(),
+        alloc::format!("{op} is not implemented by this backend"),
+    )
 }
 
 /// A compute device with its own memory and every op of the models.
@@ -353,6 +363,42 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
     /// Concatenates tensors along the middle axis of `[outer, B_i, inner]` views: each
     /// `xs[i]` has `outer · B_i · inner` elements. Result `[outer, Σ B_i, inner]`.
     fn concat_mid(&self, xs: &[&Tensor<Self>], outer: usize, inner: usize) -> Result<Tensor<Self>>;
+
+    // ------------------------------------------------------- 2-D windows (NCHW)
+
+    /// im2col: `x` `[n, c, h, w]` → `[n, ho·wo, c·kh·kw]`, column index
+    /// `(ci·kh + i)·kw + j`, zero outside the input.
+    fn im2col(&self, x: &Tensor<Self>, g: Window2d) -> Result<Tensor<Self>> {
+        let _ = (x, g);
+        Err(unsupported(self, "im2col"))
+    }
+
+    /// The adjoint of [`Backend::im2col`]: `cols` `[n, ho·wo, c·kh·kw]` → `[n, c, h, w]`,
+    /// overlapping contributions summed (the gradient of im2col).
+    fn col2im(&self, cols: &Tensor<Self>, g: Window2d) -> Result<Tensor<Self>> {
+        let _ = (cols, g);
+        Err(unsupported(self, "col2im"))
+    }
+
+    /// Max or average pooling: `x` `[n, c, h, w]` → `[n, c, ho, wo]` (max ignores padding;
+    /// PyTorch semantics, padding at most half the window).
+    fn pool2d(&self, x: &Tensor<Self>, g: Window2d, kind: Pool2d) -> Result<Tensor<Self>> {
+        let _ = (x, g, kind);
+        Err(unsupported(self, "pool2d"))
+    }
+
+    /// Gradient of [`Backend::pool2d`] with respect to `x` (max: to the first maximal
+    /// element of each window in row-major order, as PyTorch's CPU kernel does).
+    fn pool2d_backward(
+        &self,
+        x: &Tensor<Self>,
+        dy: &Tensor<Self>,
+        g: Window2d,
+        kind: Pool2d,
+    ) -> Result<Tensor<Self>> {
+        let _ = (x, dy, g, kind);
+        Err(unsupported(self, "pool2d_backward"))
+    }
 
     // --------------------------------------------------------------- optimiser
 

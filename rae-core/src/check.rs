@@ -456,3 +456,37 @@ pub fn concat_mid(shapes: &[&Shape], outer: usize, inner: usize) -> Result<Vec<u
     }
     Ok(mids)
 }
+
+/// Validates [`Backend::im2col`] (`x` `[n, c, h, w]`) or, with `cols`,
+/// [`Backend::col2im`] (`x` `[n, ho·wo, c·kh·kw]`); returns `(ho, wo)`.
+pub fn window2d(
+    op: &'static str,
+    x: &Shape,
+    g: &crate::backend::Window2d,
+    cols: bool,
+) -> Result<(usize, usize)> {
+    g.check()?;
+    let want = if cols {
+        Shape::new(&g.cols_dims())?
+    } else {
+        Shape::new(&g.input_dims())?
+    };
+    same_shape(op, &want, x)?;
+    Ok(g.out_hw())
+}
+
+/// Validates [`Backend::pool2d`] (`x` `[n, c, h, w]`) and, with `dy`,
+/// [`Backend::pool2d_backward`] (`dy` `[n, c, ho, wo]`); returns `(ho, wo)`.
+pub fn pool2d(
+    op: &'static str,
+    x: &Shape,
+    dy: Option<&Shape>,
+    g: &crate::backend::Window2d,
+) -> Result<(usize, usize)> {
+    g.check_pool()?;
+    same_shape(op, &Shape::new(&g.input_dims())?, x)?;
+    if let Some(dy) = dy {
+        same_shape(op, &Shape::new(&g.pooled_dims())?, dy)?;
+    }
+    Ok(g.out_hw())
+}

@@ -38,7 +38,7 @@ pub mod shape;
 pub mod tensor;
 pub mod train;
 
-pub use backend::{Backend, Binary, PatchOrder, Reduce, Unary};
+pub use backend::{Backend, Binary, PatchOrder, Pool2d, Reduce, Unary, Window2d};
 pub use cpu::CpuBackend;
 pub use error::{Error, Result};
 pub use precision::Precision;

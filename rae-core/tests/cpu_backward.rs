@@ -149,8 +149,8 @@ fn fd_unary(op: Unary) {
             let mut g = Gen::new(seed);
             let n = a * b;
             let mut x = g.vec(n, -4.0, 4.0);
-            if op == Unary::Abs {
-                // Keep away from the kink at 0, where FD and sign(x) legitimately differ.
+            if matches!(op, Unary::Abs | Unary::Relu) {
+                // Keep away from the kink at 0, where FD and the subgradient differ.
                 x.iter_mut()
                     .for_each(|v| *v = v.signum() * (0.05 + v.abs()));
             }
@@ -193,6 +193,24 @@ fn fd_unary_square() {
 #[test]
 fn fd_unary_abs() {
     fd_unary(Unary::Abs);
+}
+
+#[test]
+fn fd_unary_relu() {
+    fd_unary(Unary::Relu);
+}
+
+/// ReLU: `max(x, 0)` keeping NaN; its gradient passes `dy` where `x > 0` and is 0 elsewhere
+/// (at 0, at NaN, and for an infinite `dy`), as PyTorch's `threshold_backward`.
+#[test]
+fn relu_values_and_gradient_at_zero() {
+    let x = up(&[0.0, -0.0, 2.0, -3.0, f32::NAN], &[5]);
+    let y = down(&BE.unary(Unary::Relu, &x).unwrap());
+    assert_eq!(&y[..4], &[0.0, 0.0, 2.0, 0.0]);
+    assert!(y[4].is_nan());
+    let dy = up(&[1.0, f32::INFINITY, 5.0, f32::INFINITY, 1.0], &[5]);
+    let dx = BE.unary_backward(Unary::Relu, &x, &dy).unwrap();
+    assert_eq!(down(&dx), vec![0.0, 0.0, 5.0, 0.0, 0.0]);
 }
 
 /// `|x|`'s derivative is `sign(x)` with 0 at 0 (the subgradient PyTorch uses).

@@ -93,6 +93,7 @@ fn unary_ref(op: Unary, x: f64) -> f64 {
         Unary::Sigmoid => sigmoid(x),
         Unary::Square => x * x,
         Unary::Abs => x.abs(),
+        Unary::Relu => x.max(0.0),
     }
 }
 
@@ -104,6 +105,7 @@ fn unary_op() -> impl Strategy<Value = Unary> {
         Unary::Sigmoid,
         Unary::Square,
         Unary::Abs,
+        Unary::Relu,
     ])
 }
 

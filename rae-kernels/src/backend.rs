@@ -5,14 +5,14 @@
 use cubecl::prelude::*;
 use rae_core::backend::{
     check_attention_lse, AdamWStep, AttentionGrads, AttentionState, Backend, Binary, ModulateGrads,
-    NormGrads, NormStats, PatchOrder, Reduce, Unary,
+    NormGrads, NormStats, PatchOrder, Pool2d, Reduce, Unary, Window2d,
 };
 use rae_core::{check, PhiloxKey, Precision, Result, Shape, Tensor};
 
 use crate::device::{AttentionKernel, CubeBackend, CubeStorage, MIN_FLOATS};
 use crate::kernels::{
     cond, elementwise, embed, flash, flash_backward, glu, layout, matmul, norm, optim, philox,
-    reduce, rope, softmax,
+    reduce, rope, softmax, window,
 };
 
 impl<R: Runtime> CubeBackend<R> {
@@ -346,6 +346,26 @@ impl<R: Runtime> Backend for CubeBackend<R> {
         let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
         let mids = check::concat_mid(&shapes, outer, inner)?;
         layout::concat_mid(self, xs, &mids, outer, inner)
+    }
+
+    fn im2col(&self, x: &T<R>, g: Window2d) -> Result<T<R>> {
+        check::window2d("im2col", x.shape(), &g, false)?;
+        window::im2col(self, x, g)
+    }
+
+    fn col2im(&self, cols: &T<R>, g: Window2d) -> Result<T<R>> {
+        check::window2d("col2im", cols.shape(), &g, true)?;
+        window::col2im(self, cols, g)
+    }
+
+    fn pool2d(&self, x: &T<R>, g: Window2d, kind: Pool2d) -> Result<T<R>> {
+        check::pool2d("pool2d", x.shape(), None, &g)?;
+        window::pool2d(self, x, g, kind)
+    }
+
+    fn pool2d_backward(&self, x: &T<R>, dy: &T<R>, g: Window2d, kind: Pool2d) -> Result<T<R>> {
+        check::pool2d("pool2d_backward", x.shape(), Some(dy.shape()), &g)?;
+        window::pool2d_backward(self, x, dy, g, kind)
     }
 
     fn adamw_step(

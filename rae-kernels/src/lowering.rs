@@ -33,6 +33,7 @@ pub fn variants() -> Vec<Variant> {
     kernels::optim::variants(&mut v);
     kernels::philox::variants(&mut v);
     kernels::round::variants(&mut v);
+    kernels::window::variants(&mut v);
     v
 }
 

@@ -34,7 +34,7 @@ macro_rules! instantiate {
             use super::*;
             instantiate!(@ops $get; memory, unary, binary, bcast_affine, reduce, matmul, linear,
                 norms, softmax, attention, rope, swiglu, modulate_gate, embedding, fourier,
-                layout, optimiser, philox);
+                layout, optimiser, philox, window2d);
         }
     };
     (@ops $get:expr; $($op:ident),* $(,)?) => {

@@ -16,6 +16,9 @@ pub enum Unary {
     Square,
     /// `|x|` (derivative `sign(x)`, 0 at 0): the L1 reconstruction loss of §2.7.2.
     Abs,
+    /// `max(x, 0)` (NaN stays NaN); derivative 1 where `x > 0`, else 0 (PyTorch's, 0 at 0):
+    /// the FID Inception's activation.
+    Relu,
 }
 
 /// Element-wise binary operations on two tensors of the same shape.

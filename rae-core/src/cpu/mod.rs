@@ -6,6 +6,7 @@
 //! their kernels in `ops` and `matmul`. With `std`, every op is timed by `profile` when
 //! `RAE_CPU_PROFILE` is set.
 
+mod conv;
 mod layout;
 mod matmul;
 mod ops;
@@ -20,7 +21,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::backend::{
-    AdamWStep, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder, Reduce, Unary,
+    AdamWStep, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder, Pool2d, Reduce,
+    Unary, Window2d,
 };
 use crate::check;
 use crate::error::Result;
@@ -153,6 +155,7 @@ impl Backend for CpuBackend {
         Ok(match op {
             Unary::GeluErf => map(x, ops::gelu_erf),
             Unary::Silu => map(x, ops::silu),
+            Unary::Relu => map(x, ops::relu),
             _ => map(x, move |v| ops::unary(op, v)),
         })
     }
@@ -163,6 +166,9 @@ impl Backend for CpuBackend {
         Ok(match op {
             Unary::GeluErf => zip(x, dy, |v, d| d * ops::gelu_erf_grad(v)),
             Unary::Silu => zip(x, dy, |v, d| d * ops::unary_grad(Unary::Silu, v)),
+            // A select, not a product: `dy` where `x > 0`, so an infinite `dy` at `x ≤ 0`
+            // gives 0 as PyTorch's `threshold_backward` does, not NaN.
+            Unary::Relu => zip(x, dy, |v, d| if v > 0.0 { d } else { 0.0 }),
             _ => zip(x, dy, move |v, d| d * ops::unary_grad(op, v)),
         })
     }
@@ -377,6 +383,26 @@ impl Backend for CpuBackend {
     fn permute0213(&self, x: &T) -> Result<T> {
         timed!("permute0213", 0, 2 * x.numel());
         layout::permute0213(x)
+    }
+
+    fn im2col(&self, x: &T, g: Window2d) -> Result<T> {
+        timed!("im2col", 0, 2 * profile::numel(&g.cols_dims()));
+        conv::im2col(x, g)
+    }
+
+    fn col2im(&self, cols: &T, g: Window2d) -> Result<T> {
+        timed!("col2im", 0, 2 * cols.numel());
+        conv::col2im(cols, g)
+    }
+
+    fn pool2d(&self, x: &T, g: Window2d, kind: Pool2d) -> Result<T> {
+        timed!("pool2d", 0, 2 * x.numel());
+        conv::pool2d(x, g, kind)
+    }
+
+    fn pool2d_backward(&self, x: &T, dy: &T, g: Window2d, kind: Pool2d) -> Result<T> {
+        timed!("pool2d_backward", 0, 3 * x.numel());
+        conv::pool2d_backward(x, dy, g, kind)
     }
 
     fn slice_mid(&self, x: &T, dims: [usize; 3], start: usize, len: usize) -> Result<T> {

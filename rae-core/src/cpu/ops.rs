@@ -99,6 +99,26 @@ pub fn gelu_erf_grad(x: f32) -> f32 {
     cdf + x * pdf
 }
 
+/// `max(x, 0)`, NaN kept (as PyTorch's `relu`); a compare and select, so loops vectorise.
+#[inline]
+pub fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// The derivative of [`relu`]: 1 where `x > 0`, else 0 (0 at 0 and at NaN, as PyTorch's).
+#[inline]
+pub fn relu_grad(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 /// The function of a [`Unary`] op.
 #[inline]
 pub fn unary(op: Unary, x: f32) -> f32 {
@@ -112,6 +132,7 @@ pub fn unary(op: Unary, x: f32) -> f32 {
         Unary::Sigmoid => sigmoid(x),
         Unary::Square => x * x,
         Unary::Abs => libm::fabsf(x),
+        Unary::Relu => relu(x),
     }
 }
 
@@ -144,6 +165,7 @@ pub fn unary_grad(op: Unary, x: f32) -> f32 {
                 0.0
             }
         }
+        Unary::Relu => relu_grad(x),
     }
 }
 

@@ -302,6 +302,7 @@ pub(crate) fn unary_name(op: Unary) -> &'static str {
         Unary::Sigmoid => "unary:sigmoid",
         Unary::Square => "unary:square",
         Unary::Abs => "unary:abs",
+        Unary::Relu => "unary:relu",
     }
 }
 
@@ -314,6 +315,7 @@ pub(crate) fn unary_backward_name(op: Unary) -> &'static str {
         Unary::Sigmoid => "unary_bwd:sigmoid",
         Unary::Square => "unary_bwd:square",
         Unary::Abs => "unary_bwd:abs",
+        Unary::Relu => "unary_bwd:relu",
     }
 }
 

@@ -9,6 +9,7 @@
 mod attention;
 mod block_dit;
 mod block_vit;
+mod conv;
 mod embed;
 mod init;
 mod linear;
@@ -20,6 +21,7 @@ pub mod tables;
 pub use attention::{AttentionSaved, FusedAttention, SeparateAttention};
 pub use block_dit::{DitBlock, DitBlockSaved, FinalLayer, FinalLayerSaved};
 pub use block_vit::{VitBlock, VitBlockConfig, VitBlockSaved, VitNames};
+pub use conv::{avg_pool2d, max_pool2d, Conv2d};
 pub use embed::{labels_from_i64, LabelEmbedder, PatchEmbed, TimestepEmbedder, TimestepSaved};
 pub use init::Init;
 pub use linear::Linear;

@@ -19,6 +19,9 @@ pub(crate) mod code {
     pub const SIGMOID: u32 = 3;
     pub const SQUARE: u32 = 4;
     pub const ABS: u32 = 5;
+    pub const RELU: u32 = 6;
+    /// The last unary code (the variant lists run `SILU..=LAST_UNARY`).
+    pub const LAST_UNARY: u32 = RELU;
     pub const ADD: u32 = 0;
     pub const SUB: u32 = 1;
     pub const MUL: u32 = 2;
@@ -33,6 +36,7 @@ pub(crate) fn unary_code(op: Unary) -> u32 {
         Unary::Sigmoid => code::SIGMOID,
         Unary::Square => code::SQUARE,
         Unary::Abs => code::ABS,
+        Unary::Relu => code::RELU,
     }
 }
 
@@ -79,8 +83,12 @@ pub(crate) fn unary_fwd<N: Size>(x: Vector<f32, N>, #[comptime] op: u32) -> Vect
         y = sigmoid(x);
     } else if op == code::SQUARE {
         y = x * x;
-    } else {
+    } else if op == code::ABS {
         y = Vector::abs(x);
+    } else {
+        // max(x, 0) as a select on `x < 0`, so NaN passes through as on the CPU.
+        let zero = Vector::new(0.0f32);
+        y = select_many(x.less_than(zero), zero, x);
     }
     y
 }
@@ -106,6 +114,9 @@ pub(crate) fn unary_grad<N: Size>(x: Vector<f32, N>, #[comptime] op: u32) -> Vec
         d = s * (Vector::new(1.0f32) - s);
     } else if op == code::SQUARE {
         d = x * 2.0f32;
+    } else if op == code::RELU {
+        let zero = Vector::new(0.0f32);
+        d = select_many(x.greater_than(zero), Vector::new(1.0f32), zero);
     } else {
         // sign(x), 0 at 0 (and NaN stays NaN through the comparisons' false branches).
         let zero = Vector::new(0.0f32);
@@ -140,7 +151,14 @@ fn unary_backward_kernel<N: Size>(
 ) {
     let i = ABSOLUTE_POS;
     if i < dx.len() {
-        dx[i] = dy[i] * unary_grad(x[i], op);
+        if op == code::RELU {
+            // `dy` where x > 0, else 0: a select, so an infinite `dy` at x ≤ 0 gives 0
+            // (PyTorch's `threshold_backward`, and the CPU backend), not inf·0 = NaN.
+            let zero = Vector::new(0.0f32);
+            dx[i] = select_many(x[i].greater_than(zero), dy[i], zero);
+        } else {
+            dx[i] = dy[i] * unary_grad(x[i], op);
+        }
     }
 }
 
@@ -373,7 +391,7 @@ pub(crate) fn fill<R: Runtime>(be: &CubeBackend<R>, n: usize, value: f32) -> Res
 pub(crate) fn variants(v: &mut Vec<Variant>) {
     let dim = CubeDim::new_1d(CUBE_1D);
     for w in WIDTHS {
-        for op in code::SILU..=code::ABS {
+        for op in code::SILU..=code::LAST_UNARY {
             v.push(unary_args::variant(&format!("op={op} w={w}"), dim, w, op));
             v.push(unary_backward_args::variant(
                 &format!("op={op} w={w}"),

@@ -18,3 +18,4 @@ pub(crate) mod reduce;
 pub(crate) mod rope;
 pub(crate) mod round;
 pub(crate) mod softmax;
+pub(crate) mod window;

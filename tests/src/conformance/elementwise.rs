@@ -16,6 +16,7 @@ pub fn unary<B: Backend>(b: &B) {
         Unary::Sigmoid,
         Unary::Square,
         Unary::Abs,
+        Unary::Relu,
     ];
     // Exact up to the device's exp/erf/tanh, which differ from libm by a few ulp; the
     // tanh-GELU derivative cancels `1 + tanh(u)` near u ≪ 0 (an ulp of tanh there is 6e-8,
@@ -40,7 +41,8 @@ pub fn unary<B: Backend>(b: &B) {
             cx.check(&format!("{op:?} backward {dims:?}"), &dx, &want, tol);
         }
     }
-    // Large arguments: tanh and exp must not overflow into NaN; exact zeros for Abs'.
+    // Large arguments: tanh and exp must not overflow into NaN; exact zeros for Abs' and
+    // Relu' (0 at ±0, PyTorch's subgradients).
     let big = [-100.0, -30.0, -0.0, 0.0, 30.0, 100.0, 1e-30];
     let (x, xc) = cx.pair_from(&big, &[7]);
     let (dy, dyc) = cx.pair_from(&[1.0; 7], &[7]);
@@ -56,6 +58,17 @@ pub fn unary<B: Backend>(b: &B) {
         let want = cx.cpu.unary_backward(op, &xc, &dyc).unwrap();
         cx.check(&format!("{op:?} backward large"), &dx, &want, tol);
     }
+    // ReLU exactly, signed zeros included; its backward selects `dy`, so an infinite `dy`
+    // where x ≤ 0 gives 0 (PyTorch's `threshold_backward`), not inf·0 = NaN.
+    let (x, xc) = cx.pair_from(&[-1.0, 0.0, -0.0, 2.0, 1e-30, -1e-30], &[6]);
+    let inf = f32::INFINITY;
+    let (dy, dyc) = cx.pair_from(&[inf, inf, -inf, 3.0, -inf, inf], &[6]);
+    let y = b.unary(Unary::Relu, &x).unwrap();
+    let want = cx.cpu.unary(Unary::Relu, &xc).unwrap();
+    cx.check("Relu exact", &y, &want, Tol::EXACT);
+    let dx = b.unary_backward(Unary::Relu, &x, &dy).unwrap();
+    let want = cx.cpu.unary_backward(Unary::Relu, &xc, &dyc).unwrap();
+    cx.check("Relu backward, infinite dy", &dx, &want, Tol::EXACT);
     cx.report();
 }
 

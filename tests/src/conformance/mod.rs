@@ -13,6 +13,7 @@
 mod elementwise;
 mod harness;
 mod layers;
+mod window;
 
 use rae_core::backend::Backend;
 
@@ -22,6 +23,7 @@ pub use layers::{
     attention, embedding, fourier, layout, modulate_gate, norms, optimiser, philox, rope, softmax,
     swiglu,
 };
+pub use window::window2d;
 
 /// Runs every op test of the suite on `b` (in one thread; the test binary instantiates
 /// them one `#[test]` each instead).
@@ -44,4 +46,5 @@ pub fn run_all<B: Backend>(b: &B) {
     layout(b);
     optimiser(b);
     philox(b);
+    window2d(b);
 }

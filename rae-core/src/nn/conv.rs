@@ -1,0 +1,175 @@
+//! `Conv2d` on NCHW images (groups = 1) as im2col + one matrix product, and the pooling
+//! wrappers [`max_pool2d`] and [`avg_pool2d`].
+//!
+//! Forward: `cols = im2col(x)` `[n, ho·wo, c·kh·kw]`, `cols·Wᵀ` (one product over the
+//! `n·ho·wo` rows) with the weight viewed as `[o, c·kh·kw]` gives `[n, ho·wo, o]`, permuted
+//! to `[n, o, ho·wo]`, plus the bias.
+//! Backward: `dcols = dyᵀ·W` then `dx = col2im(dcols)`; `dW = Σ dyᵀ·cols`, `db = Σ dy`.
+
+use alloc::format;
+
+use super::{Grads, Init, Module, Param};
+use crate::backend::{Backend, Pool2d, Reduce, Window2d};
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// A 2-D convolution `y = W ⋆ x + b` with zero padding.
+#[derive(Debug, Clone)]
+pub struct Conv2d<B: Backend> {
+    /// `{prefix}.weight`, `[o, c, kh, kw]`.
+    pub weight: Param<B>,
+    /// `{prefix}.bias`, `[o]`.
+    pub bias: Option<Param<B>>,
+    /// Stride `(sh, sw)`.
+    pub stride: (usize, usize),
+    /// Zero padding `(ph, pw)` on each side.
+    pub padding: (usize, usize),
+}
+
+impl<B: Backend> Conv2d<B> {
+    /// A layer named `prefix` with weight `[o, c, kh, kw]` and PyTorch's default init
+    /// `U(−1/√fan_in, 1/√fan_in)` (`fan_in = c·kh·kw`) for weight and bias.
+    pub fn new(
+        b: &B,
+        init: &mut Init,
+        prefix: &str,
+        wdims: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+        bias: bool,
+    ) -> Result<Self> {
+        let fan_in = wdims[1] * wdims[2] * wdims[3];
+        let bound = 1.0 / libm::sqrtf(fan_in.max(1) as f32);
+        let weight = Param::new(
+            format!("{prefix}.weight"),
+            init.uniform(b, &wdims, -bound, bound)?,
+        );
+        let bias = match bias {
+            true => Some(Param::new(
+                format!("{prefix}.bias"),
+                init.uniform(b, &[wdims[0]], -bound, bound)?,
+            )),
+            false => None,
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    /// `[o, c, kh, kw]` of the weight (an error unless it has rank 4).
+    fn wdims(&self) -> Result<[usize; 4]> {
+        match *self.weight.value.dims() {
+            [o, c, kh, kw] => Ok([o, c, kh, kw]),
+            _ => Err(Error::bad_shape(
+                "conv2d weight",
+                self.weight.value.shape(),
+                "expected [out, in, kh, kw]",
+            )),
+        }
+    }
+
+    /// The window over `x` and the weight's `[o, c·kh·kw]` view; checks `x`'s channels and
+    /// the bias.
+    fn geometry(&self, x: &Tensor<B>) -> Result<(Window2d, Tensor<B>)> {
+        let [o, c, kh, kw] = self.wdims()?;
+        let g = Window2d::nchw("conv2d", x.dims(), (kh, kw), self.stride, self.padding)?;
+        if g.c != c {
+            let want = Shape::new(&[g.n, c, g.h, g.w])?;
+            return Err(Error::shape("conv2d", &want, x.shape()));
+        }
+        if let Some(bias) = &self.bias {
+            crate::check::same_shape("conv2d bias", &Shape::new(&[o])?, bias.value.shape())?;
+        }
+        Ok((g, self.weight.value.reshape(&[o, c * kh * kw])?))
+    }
+
+    /// `x` `[n, c, h, w]` → `[n, o, ho, wo]`.
+    pub fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let (g, w2) = self.geometry(x)?;
+        let [n, np, k] = g.cols_dims();
+        let o = w2.dims()[0];
+        let (ho, wo) = g.out_hw();
+        let pointwise = (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1, 0, 0);
+        let y = if pointwise {
+            // A 1×1 convolution: `x[n]ᵀ·Wᵀ` straight from `x` viewed `[n, c, h·w]`.
+            b.matmul(&x.reshape(&[n, k, np])?, &w2, true, true)?
+        } else {
+            // One [n·P, K]·[o, K]ᵀ product: the batch folded into the rows.
+            let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
+            b.matmul(&cols, &w2, false, true)?
+        };
+        let y = y.reshape(&[n, np, o, 1])?;
+        let y = b.permute0213(&y)?;
+        let y = match &self.bias {
+            Some(p) => b.bcast_affine(&y, None, Some(&p.value), [n, o, np])?,
+            None => y,
+        };
+        y.reshape(&[n, o, ho, wo])
+    }
+
+    /// Backward from the saved input `x` (im2col recomputed): adds `dweight` and `dbias` to
+    /// `grads` and returns `dx` `[n, c, h, w]`.
+    pub fn backward(
+        &self,
+        b: &B,
+        x: &Tensor<B>,
+        dy: &Tensor<B>,
+        grads: &mut Grads<B>,
+    ) -> Result<Tensor<B>> {
+        let (g, w2) = self.geometry(x)?;
+        let [n, np, k] = g.cols_dims();
+        let o = w2.dims()[0];
+        let (ho, wo) = g.out_hw();
+        crate::check::same_shape("conv2d backward", &Shape::new(&[n, o, ho, wo])?, dy.shape())?;
+        // [n, o, P] → [n, P, o]
+        let dyt = b.permute0213(&dy.reshape(&[n, o, np, 1])?)?;
+        let dyt = dyt.reshape(&[n * np, o])?;
+        let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
+        let dw = b.matmul(&dyt, &cols, true, false)?;
+        grads.add(b, &self.weight, dw.reshape(self.weight.value.dims())?)?;
+        if let Some(p) = &self.bias {
+            let db = b.reduce(Reduce::Sum, &dyt, [1, n * np, o])?;
+            grads.add(b, p, db.reshape(&[o])?)?;
+        }
+        let dcols = b.matmul(&dyt, &w2, false, false)?.reshape(&[n, np, k])?;
+        b.col2im(&dcols, g)
+    }
+}
+
+impl<B: Backend> Module<B> for Conv2d<B> {
+    crate::module_params!(weight, bias);
+}
+
+/// Max pooling of `x` `[n, c, h, w]` with window `k`, stride `s` and padding `p` (PyTorch
+/// `F.max_pool2d`, `ceil_mode=False`).
+pub fn max_pool2d<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+) -> Result<Tensor<B>> {
+    b.pool2d(
+        x,
+        Window2d::nchw("max_pool2d", x.dims(), k, s, p)?,
+        Pool2d::Max,
+    )
+}
+
+/// Average pooling of `x` `[n, c, h, w]` (PyTorch `F.avg_pool2d`, `ceil_mode=False`;
+/// `count_pad` is its `count_include_pad`).
+pub fn avg_pool2d<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+    count_pad: bool,
+) -> Result<Tensor<B>> {
+    let g = Window2d::nchw("avg_pool2d", x.dims(), k, s, p)?;
+    b.pool2d(x, g, Pool2d::Avg { count_pad })
+}
