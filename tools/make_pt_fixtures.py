@@ -20,8 +20,9 @@ patterns of their float32 conversion (`t.float()`, exact for f16/bf16/f32), row-
 
 Fixtures that torch itself does not write are marked "hand-built" below: the malicious
 pickles (assembled opcode by opcode and never unpickled here), and repacks of a torch file
-with Python's zipfile (a DEFLATE-compressed copy). The legacy-format file is torch's own
-`_use_new_zipfile_serialization=False` output.
+with Python's zipfile (a DEFLATE-compressed copy). The legacy-format files (`legacy*.pt`) are
+torch's own `_use_new_zipfile_serialization=False` output; `python tools/make_pt_fixtures.py
+legacy` rewrites only those (and their zip twins).
 """
 
 import io
@@ -197,10 +198,7 @@ def main():
     # 7. Pickle protocol 4 (FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL...).
     save("proto4", Tiny().state_dict(), pickle_protocol=4)
 
-    # 8. Legacy (torch < 1.6) non-zip format: must be refused with a clear message.
-    torch.save({"w": torch.ones(2)}, os.path.join(OUT, "legacy.pt"),
-               _use_new_zipfile_serialization=False)
-    write_json("legacy.expected.json", {"error_contains": ["legacy"]})
+    # 8. Legacy (torch < 1.6) non-zip format: written by legacy(), below.
 
     # 9. Hand-built: a DEFLATE repack of a torch file (Python zipfile): refused clearly.
     src = zipfile.ZipFile(os.path.join(OUT, "stat.pt"))
@@ -248,6 +246,80 @@ def main():
             f.write(buf.getvalue())
         write_json(name + ".expected.json", {"error_contains": [culprit]})
 
+    legacy()
+    return report()
+
+
+class FidLike(nn.Module):
+    """A few layers named like pytorch-fid's FIDInceptionA block (conv + BatchNorm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.Conv2d_1a_3x3 = nn.Sequential()
+        self.Conv2d_1a_3x3.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.Conv2d_1a_3x3.bn = nn.BatchNorm2d(4, eps=0.001)
+        self.fc = nn.Linear(4, 3)
+
+
+def legacy():
+    """The legacy (`_use_new_zipfile_serialization=False`, torch < 1.6 default) files: the
+    magic-number, protocol-version and sys_info pickles, the object pickle, the storage-key
+    pickle, then each storage as an int64 element count and its raw little-endian bytes.
+    Each `legacy_*` file that has a `legacy_*_zip` twin holds the same value saved as a zip."""
+    torch.manual_seed(20251208)
+    legacy_kw = {"_use_new_zipfile_serialization": False}
+    save("legacy", {"w": torch.ones(2)}, **legacy_kw)
+
+    # A state dict of float32 / float16 / int64 tensors: views of one storage at offsets,
+    # a transposed (non-contiguous) tensor, a stride-0 expand, a 0-d and an empty tensor.
+    base = torch.randn(20)
+    halves = torch.randn(4, 3).to(torch.float16)
+    ints = torch.tensor([5, -7, 2**40, -(2**63), 2**63 - 1, 0], dtype=torch.int64)
+    mixed = {
+        "f32.full": base,
+        "f32.offset_view": base[5:11].view(2, 3),
+        "f32.tail": base[14:],
+        "f32.transposed": torch.randn(3, 4).t(),
+        "f32.expanded": torch.randn(2, 1).expand(2, 3),
+        "f32.scalar": torch.tensor(-2.5),
+        "f32.empty": torch.zeros(0, 4),
+        "f16.full": halves,
+        "f16.transposed_view": halves[1:].t(),
+        "i64.values": ints,
+        "i64.strided": ints[1::2],
+        "i64.count": torch.tensor(12345, dtype=torch.int64),
+    }
+    assert mixed["f32.offset_view"].storage_offset() == 5
+    assert not mixed["f16.transposed_view"].is_contiguous()
+    save("legacy_mixed", mixed, **legacy_kw)
+    save("legacy_mixed_zip", mixed)
+    # The same with pickle protocol 4 (every pickle FRAMEd, the magic number too).
+    save("legacy_proto4", mixed, pickle_protocol=4, **legacy_kw)
+
+    # An nn.Module state dict (OrderedDict with `_metadata`, BatchNorm's int64
+    # num_batches_tracked), like pytorch-fid's pt_inception weights.
+    fid = FidLike()
+    with torch.no_grad():
+        for buf in fid.buffers():
+            if buf.dtype.is_floating_point:
+                buf.copy_(torch.rand_like(buf) + 0.5)
+    fid_sd = fid.state_dict()
+    save("legacy_fid_like", fid_sd, **legacy_kw)
+    save("legacy_fid_like_zip", fid_sd)
+
+    # A nested training checkpoint.
+    ema, model = Tiny(), Tiny()
+    ckpt = {
+        "ema": ema.state_dict(),
+        "model": model.state_dict(),
+        "step": 11,
+        "config": {"name": "legacy", "lr": 3e-4, "flags": (True, None)},
+    }
+    save("legacy_checkpoint", ckpt, **legacy_kw)
+    save("legacy_checkpoint_zip", ckpt)
+
+
+def report():
     total = sum(os.path.getsize(os.path.join(OUT, n)) for n in os.listdir(OUT))
     print(f"torch {torch.__version__}: wrote {len(os.listdir(OUT))} files, {total} bytes to {OUT}")
     assert total < 200_000, total
@@ -255,4 +327,9 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["legacy"]:
+        # Only the legacy files (and their zip twins): the others are left as they are.
+        os.makedirs(OUT, exist_ok=True)
+        legacy()
+        sys.exit(report())
     sys.exit(main())

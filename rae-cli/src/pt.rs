@@ -1,10 +1,13 @@
-//! Reading PyTorch `.pt` checkpoints (`torch.save` zip files) without Python.
+//! Reading PyTorch `.pt` checkpoints (`torch.save` files) without Python.
 //!
 //! The released RAE artefacts are PyTorch files: the decoder `model.pt` (a raw state dict,
 //! §2.6.4), the stage-2 `stage2_model.pt` (a state dict or `{'ema': sd, ...}`, §3.8) and the
 //! latent statistics `stat.pt` (`{'mean': T, 'var': T}`, §2.4). This module reads them with
 //! its own minimal ZIP reader (entries must be stored, uncompressed, as torch writes them;
 //! ZIP64 archives are read) and a pickle machine that knows only what a state dict needs.
+//! The legacy format (torch < 1.6, or `_use_new_zipfile_serialization=False`: pickles and
+//! raw storage records one after another, see `legacy`) is read the same way, with the same
+//! checks; the oldest, tar-based format and big-endian legacy files are refused by name.
 //!
 //! Safety: unpickling never executes or imports anything. The only globals a file may name
 //! are `collections.OrderedDict`, `torch._utils._rebuild_tensor[_v2]`,
@@ -31,10 +34,11 @@
 
 mod budget;
 mod convert;
+mod legacy;
 mod pickle;
 mod tensor;
 mod value;
-mod zip;
+pub(crate) mod zip;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -54,9 +58,9 @@ use convert::Converter;
 use tensor::{Decode, Layout, Materialise, Raw};
 
 /// Whether `bytes` look like a `torch.save` file: a zip archive, or the legacy (torch < 1.6)
-/// format, which [`read_pt`] recognises in order to refuse it with a clear message.
+/// format. The first 16 bytes are enough to tell.
 pub fn looks_like_pt(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(&LEGACY_MAGIC)
+    bytes.starts_with(b"PK\x03\x04") || legacy::sniff(bytes)
 }
 
 /// Reads the file at `path` with [`read_pt`], naming it by its path in errors.
@@ -66,11 +70,6 @@ pub fn read_pt_file(path: &Path) -> Result<PtValue, Error> {
         std::fs::read(path).map_err(|e| Error::format(&source, format!("cannot read: {e}")))?;
     read_pt(&bytes, &source)
 }
-
-/// The pickle protocol-2 header and magic number that open the legacy (torch < 1.6) format.
-const LEGACY_MAGIC: [u8; 12] = [
-    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8,
-];
 
 /// Reads a `torch.save` file held in `bytes`, decoding every tensor. `source` names it in
 /// errors, which are all [`Error::Format`] and name the entry, global or tensor at fault.
@@ -93,10 +92,13 @@ pub fn read_pt_raw(bytes: &[u8], source: &str) -> Result<PtNode<PtRawTensor>, Er
 
 fn read_with<M: Materialise>(bytes: &[u8], source: &str) -> Result<PtNode<M::Tensor>, Error> {
     let fail = |reason: String| Error::format(source, reason);
-    if bytes.starts_with(&LEGACY_MAGIC) || bytes.get(257..262) == Some(b"ustar".as_slice()) {
+    if legacy::sniff(bytes) {
+        return read_legacy::<M>(bytes).map_err(fail);
+    }
+    if bytes.get(257..262) == Some(b"ustar".as_slice()) {
         return Err(fail(
-            "legacy PyTorch serialization format (torch < 1.6) is not supported; re-save the \
-             file with a current torch.save"
+            "a tar archive: the oldest, tar-based torch.save format is not supported; load \
+             it with torch and re-save it with a current torch.save"
                 .into(),
         ));
     }
@@ -122,7 +124,7 @@ fn read_with<M: Materialise>(bytes: &[u8], source: &str) -> Result<PtNode<M::Ten
         pickle::unpickle(pkl, &mut budget).map_err(|e| fail(format!("{pkl_name}: {e}")))?;
     let mut conv = Converter::<M> {
         nodes: &program.nodes,
-        archive: &archive,
+        archive: Some(&archive),
         prefix: &prefix,
         big_endian,
         budget: &mut budget,
@@ -131,6 +133,24 @@ fn read_with<M: Materialise>(bytes: &[u8], source: &str) -> Result<PtNode<M::Ten
         mode: PhantomData,
     };
     conv.value(program.root, 0).map_err(fail)
+}
+
+/// Reads a legacy (torch < 1.6) file: its pickles and storage records, then the value as
+/// for a zip file.
+fn read_legacy<M: Materialise>(bytes: &[u8]) -> Result<PtNode<M::Tensor>, String> {
+    let mut budget = Budget::for_file(bytes.len());
+    let legacy = legacy::parse(bytes, &mut budget)?;
+    let mut conv = Converter::<M> {
+        nodes: &legacy.program.nodes,
+        archive: None,
+        prefix: "",
+        big_endian: false,
+        budget: &mut budget,
+        storages: legacy.storages,
+        path: String::new(),
+        mode: PhantomData,
+    };
+    conv.value(legacy.program.root, 0)
 }
 
 /// The folder every entry lives in (`archive/`, or the file stem in torch ≥ 1.6), found

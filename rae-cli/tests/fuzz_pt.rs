@@ -2,7 +2,8 @@
 //! files) are damaged by random byte flips, truncations, insertions, deletions and edits of
 //! their length fields, both as whole archives (where the zip reader and its CRC checks
 //! stop most damage) and as pickles re-zipped with a valid CRC (which reach the pickle
-//! machine and the converter). Each of the three readers must return `Ok` or `Err`, never
+//! machine and the converter), and so are the legacy-format (torch < 1.6) files, whose
+//! pickles and storage records no CRC guards. Each of the three readers must return `Ok` or `Err`, never
 //! panic, and finish each case quickly. The case count and seed are fixed so CI time is
 //! bounded and failures reproduce; the counts are written to stderr past the test harness's
 //! capture, for the CI log.
@@ -39,6 +40,19 @@ const VALID: [&str; 8] = [
     "parameters",
     "proto4",
 ];
+
+/// The legacy-format (torch < 1.6) fixtures torch wrote, all valid: no CRC guards them, so
+/// every mutation reaches the pickles and the storage records.
+const LEGACY: [&str; 5] = [
+    "legacy",
+    "legacy_mixed",
+    "legacy_proto4",
+    "legacy_fid_like",
+    "legacy_checkpoint",
+];
+
+/// Cases for the legacy files.
+const LEGACY_CASES: u32 = 2000;
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -260,6 +274,28 @@ fn fuzz_pickles_behind_a_valid_crc() {
         Ok(())
     });
     report("pickles", cases.get(), accepted.get(), start);
+    result.unwrap();
+}
+
+#[test]
+fn fuzz_legacy_files() {
+    let seeds: Vec<Vec<u8>> = LEGACY.iter().map(|n| fixture(n)).collect();
+    for (name, seed) in LEGACY.iter().zip(&seeds) {
+        assert!(read_pt(seed, name).is_ok(), "{name}");
+    }
+    let strategy = (0..seeds.len(), prop::collection::vec(edit(), 1..5));
+    let (cases, accepted) = (Cell::new(0usize), Cell::new(0usize));
+    let start = Instant::now();
+    let result = runner(LEGACY_CASES).run(&strategy, |(which, edits)| {
+        cases.set(cases.get() + 1);
+        let mut bytes = seeds[which].clone();
+        for e in &edits {
+            apply(&mut bytes, e);
+        }
+        accepted.set(accepted.get() + usize::from(check_all_readers(&bytes)?));
+        Ok(())
+    });
+    report("legacy files", cases.get(), accepted.get(), start);
     result.unwrap();
 }
 

@@ -18,12 +18,14 @@ pub const MAX_DEPTH: usize = 64;
 /// The conversion of one file's arena, tensors made by `M`.
 pub(super) struct Converter<'a, 'b, M> {
     pub(super) nodes: &'a [Node],
-    pub(super) archive: &'a zip::Archive<'b>,
+    /// Where storages are read from; `None` for a legacy file, whose storages are all in
+    /// `storages` from the start.
+    pub(super) archive: Option<&'a zip::Archive<'b>>,
     /// The folder of every entry (`archive/`).
     pub(super) prefix: &'a str,
     pub(super) big_endian: bool,
     pub(super) budget: &'a mut Budget,
-    /// Storage bytes already located and CRC-checked, by key.
+    /// Storage bytes already located and CRC-checked (or a legacy file's records), by key.
     pub(super) storages: HashMap<Rc<str>, &'b [u8]>,
     /// The dotted name of the value being converted (`ema.blocks.0.weight`).
     pub(super) path: String,
@@ -135,9 +137,14 @@ impl<'b, M: Materialise> Converter<'_, 'b, M> {
         if let Some(b) = self.storages.get(&s.key) {
             return Ok(b);
         }
+        let Some(archive) = self.archive else {
+            return Err(format!(
+                "storage {} is not in the file's list of storage keys",
+                s.key
+            ));
+        };
         let name = format!("{}data/{}", self.prefix, s.key);
-        let bytes = self
-            .archive
+        let bytes = archive
             .read(&name)?
             .ok_or_else(|| format!("storage entry {name} is missing"))?;
         self.storages.insert(Rc::clone(&s.key), bytes);
@@ -169,8 +176,8 @@ impl<'b, M: Materialise> Converter<'_, 'b, M> {
             })
             .map_err(fail)?;
         let storage = self.storage_bytes(&t.storage).map_err(fail)?;
-        let declared = t.storage.numel;
-        let needed = declared
+        let mut declared = t.storage.numel;
+        let mut needed = declared
             .checked_mul(dtype.size())
             .ok_or_else(|| fail("storage size overflows".into()))?;
         if storage.len() < needed {
@@ -180,6 +187,25 @@ impl<'b, M: Materialise> Converter<'_, 'b, M> {
                 dtype.name(),
                 storage.len()
             )));
+        }
+        let mut storage = &storage[..needed];
+        if let Some(v) = t.storage.view {
+            // A legacy storage view: elements offset..offset + numel of the storage.
+            let range = v
+                .offset
+                .checked_add(v.numel)
+                .filter(|&end| end <= declared)
+                .map(|end| v.offset * dtype.size()..end * dtype.size())
+                .ok_or_else(|| {
+                    fail(format!(
+                        "storage view (offset {}, {} elements) reaches past its storage {} of \
+                         {declared} elements",
+                        v.offset, v.numel, t.storage.key
+                    ))
+                })?;
+            storage = &storage[range];
+            declared = v.numel;
+            needed = storage.len();
         }
         if numel > 0 {
             // The last element the view touches must lie inside the storage.

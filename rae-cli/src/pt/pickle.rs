@@ -31,6 +31,9 @@ pub(in crate::pt) struct Unpickled {
     pub nodes: Vec<Node>,
     /// The value STOP returned.
     pub root: Id,
+    /// Bytes of `code` read, up to and including the STOP opcode (the legacy format puts
+    /// several pickles one after another).
+    pub len: usize,
 }
 
 struct Machine<'a> {
@@ -70,6 +73,7 @@ pub(in crate::pt) fn unpickle(code: &[u8], budget: &mut Budget) -> Result<Unpick
             return Ok(Unpickled {
                 nodes: m.nodes,
                 root,
+                len: m.pos,
             });
         }
     }
@@ -311,8 +315,17 @@ impl Machine<'_> {
                 let n = self.len(n)?;
                 self.string(n)?;
             }
-            0x8c => {
+            0x8c | b'U' => {
+                // SHORT_BINUNICODE, and Python 2's SHORT_BINSTRING (read as UTF-8, as
+                // torch.load does by default).
                 let n = usize::from(self.byte()?);
+                self.string(n)?;
+            }
+            b'T' => {
+                // BINSTRING (Python 2): a signed 4-byte length.
+                let n = i32::from_le_bytes(self.array()?);
+                let n = u64::try_from(n).map_err(|_| format!("BINSTRING length {n}"))?;
+                let n = self.len(n)?;
                 self.string(n)?;
             }
             0x8d => {

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use super::node::{Global, Id, Node, StorageRef, TensorRef};
+use super::node::{Global, Id, Node, StorageRef, StorageView, TensorRef};
 use crate::pt::budget::Budget;
 
 /// Longest storage key accepted (torch writes small decimal numbers).
@@ -29,16 +29,22 @@ impl Builder<'_> {
         &self.nodes[id]
     }
 
-    /// `('storage', torch.XStorage, key, location, numel)`.
+    /// `('storage', torch.XStorage, key, location, numel)`, or the legacy format's
+    /// `(..., numel, view_metadata)` where `view_metadata` is None or
+    /// `(view_key, offset, size)`.
     pub(super) fn persistent(&self, pid: Id) -> Result<StorageRef, String> {
         let bad = || {
-            "persistent id is not ('storage', torch.<X>Storage, key, location, numel)".to_string()
+            "persistent id is not ('storage', torch.<X>Storage, key, location, numel[, \
+             view_metadata])"
+                .to_string()
         };
         let Node::Tuple(items) = self.node(pid) else {
             return Err(bad());
         };
-        let [kind, ty, key, _location, numel] = items.as_slice() else {
-            return Err(bad());
+        let (kind, ty, key, numel, view) = match items.as_slice() {
+            [kind, ty, key, _location, numel] => (kind, ty, key, numel, None),
+            [kind, ty, key, _location, numel, view] => (kind, ty, key, numel, Some(*view)),
+            _ => return Err(bad()),
         };
         if !matches!(self.node(*kind), Node::Str(s) if &**s == "storage") {
             return Err(bad());
@@ -64,10 +70,22 @@ impl Builder<'_> {
             ));
         }
         let numel = self.usize_of(*numel, "storage size")?;
+        let view = match view.map(|v| self.node(v)) {
+            None | Some(Node::None) => None,
+            Some(Node::Tuple(v)) => match v.as_slice() {
+                [_view_key, offset, size] => Some(StorageView {
+                    offset: self.usize_of(*offset, "storage view offset")?,
+                    numel: self.usize_of(*size, "storage view size")?,
+                }),
+                _ => return Err("storage view_metadata is not (key, offset, size)".into()),
+            },
+            Some(_) => return Err("storage view_metadata is neither None nor a tuple".into()),
+        };
         Ok(StorageRef {
             dtype: *dtype,
             key,
             numel,
+            view,
         })
     }
 

@@ -52,15 +52,28 @@ impl Global {
     }
 }
 
-/// A storage named by a persistent id `('storage', torch.XStorage, key, location, numel)`.
+/// A storage named by a persistent id `('storage', torch.XStorage, key, location, numel)`,
+/// or in the legacy format `(..., numel, view_metadata)`.
 #[derive(Debug, Clone, PartialEq)]
 pub(in crate::pt) struct StorageRef {
     /// Element type.
     pub dtype: PtDtype,
-    /// The archive entry is `<prefix>/data/<key>` (shared, so every tensor of a storage
-    /// refers to one copy).
+    /// The archive entry is `<prefix>/data/<key>`, or the legacy file's storage record of
+    /// that key (shared, so every tensor of a storage refers to one copy).
     pub key: Rc<str>,
     /// Elements the storage declares.
+    pub numel: usize,
+    /// A legacy storage view `(view_key, offset, size)`: the tensor's storage is the
+    /// `size` elements of the storage `key` from element `offset` on.
+    pub view: Option<StorageView>,
+}
+
+/// Part of a storage, in elements (legacy files' `view_metadata`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(in crate::pt) struct StorageView {
+    /// First element of the view in its root storage.
+    pub offset: usize,
+    /// Elements in the view.
     pub numel: usize,
 }
 

@@ -185,10 +185,63 @@ fn persistent_ids_must_name_plain_storage_keys() {
         Node::Storage(StorageRef {
             dtype: PtDtype::F32,
             key: "0".into(),
-            numel: 4
+            numel: 4,
+            view: None
         })
     );
     for bad in ["../x", "a/b", ""] {
         assert!(unpickle(&pid(bad)).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn python2_strings_and_the_end_of_a_pickle() {
+    // SHORT_BINSTRING and BINSTRING read as UTF-8; `len` counts the bytes up to STOP.
+    let code = b"\x80\x02(U\x02abT\x03\x00\x00\x00cdel.trailing";
+    let u = unpickle(code).unwrap();
+    assert_eq!(u.len, code.len() - "trailing".len());
+    let Node::List(items) = &u.nodes[u.root] else {
+        panic!("not a list");
+    };
+    let strs: Vec<_> = items.iter().map(|&i| u.nodes[i].clone()).collect();
+    assert_eq!(strs, [Node::Str("ab".into()), Node::Str("cde".into())]);
+    assert!(unpickle(b"\x80\x02T\xff\xff\xff\xff.").is_err());
+}
+
+#[test]
+fn legacy_persistent_ids_carry_their_view() {
+    let pid = |view: &[u8]| {
+        let mut c = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\n".to_vec();
+        c.extend(b"\x8c\x010\x8c\x03cpuK\x06");
+        c.extend(view);
+        c.extend(b"tQ.");
+        c
+    };
+    let (_, root) = run(&pid(b"N")).unwrap();
+    assert!(matches!(
+        root,
+        Node::Storage(StorageRef {
+            view: None,
+            numel: 6,
+            ..
+        })
+    ));
+    let (_, root) = run(&pid(b"(\x8c\x011K\x02K\x03t")).unwrap();
+    let Node::Storage(s) = root else {
+        panic!("not a storage");
+    };
+    assert_eq!(
+        s.view,
+        Some(node::StorageView {
+            offset: 2,
+            numel: 3
+        })
+    );
+    for bad in [
+        &b"K\x01"[..],
+        b"(K\x02K\x03t",
+        b"(\x8c\x011J\xff\xff\xff\xffK\x03t",
+    ] {
+        assert!(unpickle(&pid(bad)).is_err());
     }
 }
