@@ -37,7 +37,9 @@ pub enum Command {
     /// statistics, DiT-DH) on the built-in dataset; else stage 2 (or --stage 1). Every image
     /// of --data is checked before the first step (--check-data: only check; --skip-check).
     Train(TrainArgs),
-    /// Draw class-conditional samples from a trained DiT-DH and write PNGs and a grid.
+    /// Draw class-conditional samples from a trained DiT-DH and write PNGs and a grid;
+    /// --eval-ref REF --inception W scores them on the fly (FID, sFID, IS, precision,
+    /// recall), --no-save writes no images.
     Sample(SampleArgs),
     /// Encode images to latents (safetensors).
     Encode(EncodeArgs),
@@ -47,8 +49,10 @@ pub enum Command {
     Reconstruct(ReconstructArgs),
     /// Latent mean and variance per element over a dataset.
     Stats(StatsArgs),
-    /// Fréchet distance between two image sets on RAE-encoder features; PSNR/SSIM of
-    /// reconstructions (`--reconstruct`).
+    /// Fréchet distance between two image sets on RAE-encoder features, or Inception
+    /// metrics (--inception: FID, sFID, IS, KID, precision, recall); PSNR/SSIM of
+    /// reconstructions (--reconstruct; with --inception and no second set, the rFID of §6.2
+    /// with PSNR and SSIM in one pass).
     Eval(EvalArgs),
     /// List the tensors of a safetensors or PyTorch file.
     Inspect {
@@ -324,6 +328,28 @@ pub struct SampleArgs {
     /// trained with, else 4096.
     #[arg(long)]
     pub shift_base: Option<usize>,
+    /// Evaluate the samples as they are made against this reference (an ADM .npz, an
+    /// `eval --save-stats` file, or an image folder): each decoded batch goes straight to
+    /// Inception-v3 (needs --inception) and the metrics are printed at the end.
+    #[arg(long)]
+    pub eval_ref: Option<PathBuf>,
+    /// torch-fidelity's Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth) for
+    /// --eval-ref.
+    #[arg(long, requires = "eval_ref")]
+    pub inception: Option<PathBuf>,
+    /// Metrics of --eval-ref, comma-separated: fid, is, sfid, kid, prec, recall. Default:
+    /// fid,sfid,is,prec,recall.
+    #[arg(long, requires = "eval_ref")]
+    pub metrics: Option<String>,
+    /// Also write the --eval-ref results to this JSON file.
+    #[arg(long, requires = "eval_ref")]
+    pub eval_json: Option<PathBuf>,
+    /// Images per Inception batch of --eval-ref.
+    #[arg(long, default_value_t = 32)]
+    pub eval_batch_size: usize,
+    /// Write no PNGs and no grid (with --eval-ref: score many samples without storing them).
+    #[arg(long)]
+    pub no_save: bool,
 }
 
 /// `encode` options.
@@ -433,4 +459,23 @@ pub struct EvalArgs {
     /// Also write the results to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Metrics, comma-separated: fid, is, sfid, kid, prec, recall (Inception-v3 features,
+    /// need --inception), rae-fd (RAE encoder features), psnr, ssim (with --reconstruct;
+    /// with --inception and no second set they combine with the Inception metrics: rFID).
+    /// Default: fid,sfid,is,prec,recall with --inception (fid,psnr,ssim with --reconstruct
+    /// and no second set), else rae-fd.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Reference of the Inception metrics: an ADM reference batch (.npz: its mu/sigma/mu_s/
+    /// sigma_s when present, its arr_0 images otherwise), a --save-stats file, or an image
+    /// folder.
+    #[arg(long = "ref")]
+    pub reference_stats: Option<PathBuf>,
+    /// torch-fidelity's Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth).
+    #[arg(long)]
+    pub inception: Option<PathBuf>,
+    /// Write the Inception statistics of the scored images here (safetensors: mu, sigma,
+    /// mu_s, sigma_s, pool), to pass later as --ref.
+    #[arg(long)]
+    pub save_stats: Option<PathBuf>,
 }

@@ -26,6 +26,10 @@ fn args(images: &Path, reference: Option<&Path>, reconstruct: bool) -> EvalArgs 
         image_size: None,
         batch_size: 7,
         json: None,
+        metrics: None,
+        reference_stats: None,
+        inception: None,
+        save_stats: None,
     }
 }
 

@@ -56,3 +56,10 @@ pub fn fill_like(like: &HostTensors, frozen: &HostTensors) -> Result<HostTensors
     }
     Ok(out)
 }
+
+/// The raw 64-bit stream of [`synthetic`]: `splitmix64(fnv1a64(name) + (i + 1)·golden)`
+/// for `i` in `0..n` (the `hashes` of `tools/make_inception_fixtures.py`).
+pub fn hashes(name: &str, n: usize) -> impl Iterator<Item = u64> {
+    let seed = fnv1a64(name);
+    (0..n as u64).map(move |i| mix(seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))))
+}

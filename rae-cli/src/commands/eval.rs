@@ -9,6 +9,14 @@
 //!   pair, paired by relative file name (extension ignored), else by sorted order.
 //! * `eval A --reconstruct`: reconstructs `A` through the RAE (8-bit, as exported, §4.4)
 //!   and reports FD, PSNR and SSIM of the reconstructions against `A` (an rFID-style check).
+//! * `--metrics fid,is,sfid,kid,prec,recall`: the Inception metrics of §6.1 ([`inception`]).
+//! * `eval A --reconstruct --inception W [--metrics fid,psnr,ssim]`: the rFID of §6.2 with
+//!   PSNR and SSIM in one pass ([`rfid`]).
+
+pub mod extractor;
+pub mod inception;
+pub mod rfid;
+pub mod samples;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +32,8 @@ use crate::errors::{io_error, CliError, CliResult};
 use crate::image_io::{from_chw, is_image, load_chw_files, to_chw};
 use crate::progress::bar;
 use crate::store::{load_rae, write_atomic};
+use extractor::InceptionFeatures;
+use inception::Metric;
 
 /// Mean, minimum and maximum of a per-image score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -245,6 +255,19 @@ fn reconstruct<B: Backend>(
     images: &[f32],
     size: usize,
 ) -> CliResult<Vec<f32>> {
+    Ok(reconstruct_images(b, rae, images, size)?
+        .iter()
+        .flat_map(|i| to_chw(i, false))
+        .collect())
+}
+
+/// Images `[n, 3, S, S]` → their RAE reconstructions as 8-bit images (§4.4).
+pub fn reconstruct_images<B: Backend>(
+    b: &B,
+    rae: &Rae<B>,
+    images: &[f32],
+    size: usize,
+) -> CliResult<Vec<image::RgbImage>> {
     let n = images.len() / (3 * size * size);
     let x = b.upload(images, &[n, 3, size, size])?;
     let img = rae.decode(b, &rae.encode(b, &x)?)?;
@@ -258,7 +281,7 @@ fn reconstruct<B: Backend>(
     let host = b.download(&img)?;
     let per = 3 * size * size;
     Ok((0..n)
-        .flat_map(|i| to_chw(&from_chw(&host[i * per..(i + 1) * per], size, size), false))
+        .map(|i| from_chw(&host[i * per..(i + 1) * per], size, size))
         .collect())
 }
 
@@ -357,20 +380,84 @@ pub fn evaluate<B: Backend>(b: &B, rae: &Rae<B>, a: &EvalArgs) -> CliResult<Eval
     })
 }
 
+/// The RAE of `eval` (its latent statistics are optional: features are taken before them).
+fn load_eval_rae<B: Backend>(b: &B, a: &EvalArgs) -> CliResult<Rae<B>> {
+    let mut paths = crate::config::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
+    if paths.stats.as_ref().is_some_and(|p| !p.exists()) {
+        paths.stats = None;
+    }
+    load_rae(b, &paths)
+}
+
+/// `eval` with Inception metrics: extracts features of `a.images` (and of the reference
+/// where needed) on `b`, prints one line per metric and writes `--json`. With
+/// `--reconstruct` and no second set: the rFID path ([`rfid`]), where psnr and ssim may be
+/// asked too.
+fn run_inception<B: Backend>(b: &B, a: &EvalArgs, metrics: &[Metric]) -> CliResult<EvalOutput> {
+    let weights = a
+        .inception
+        .as_deref()
+        .ok_or_else(|| inception::missing_inception(metrics))?;
+    let rfid = a.reconstruct && a.reference.is_none();
+    let allowed =
+        |m: &Metric| m.needs_inception() || rfid && matches!(m, Metric::Psnr | Metric::Ssim);
+    if let Some(m) = metrics.iter().find(|m| !allowed(m)) {
+        return Err(CliError::new(format!(
+            "--metrics: {} cannot be combined with Inception metrics in one run (run eval \
+             twice; psnr and ssim combine with them as `eval DIR --reconstruct`)",
+            format!("{m:?}").to_lowercase()
+        )));
+    }
+    let mut fx = InceptionFeatures::load(b.clone(), weights)?;
+    let results = if rfid {
+        let rae = load_eval_rae(b, a)?;
+        let size = a.image_size.unwrap_or(rae.decoder.config.image_size);
+        rfid::evaluate_rfid(b, &rae, &mut fx, &a.images, metrics, size, a.batch_size)?
+    } else {
+        inception::evaluate_inception(
+            &mut fx,
+            &a.images,
+            a.reference_stats.as_deref(),
+            metrics,
+            a.image_size.unwrap_or(256),
+            a.batch_size,
+            a.save_stats.as_deref(),
+        )?
+    };
+    samples::report(&results, a.json.as_deref())?;
+    Ok(EvalOutput::Inception(results))
+}
+
+/// What one `eval` run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalOutput {
+    /// RAE-feature FD, PSNR, SSIM.
+    Rae(EvalReport),
+    /// Inception metrics by name (`fid`, `is`, `is_std`, `sfid`, `kid`, `precision`, ...).
+    Inception(Vec<(String, JsonValue)>),
+}
+
 /// The `eval` command.
 #[derive(Debug)]
 pub struct EvalJob(pub EvalArgs);
 
 impl Job for EvalJob {
-    type Output = EvalReport;
-    fn run<B: Backend>(self, b: &B) -> CliResult<EvalReport> {
+    type Output = EvalOutput;
+    fn run<B: Backend>(self, b: &B) -> CliResult<EvalOutput> {
         let a = self.0;
-        let mut paths = crate::config::resolve_rae(&a.rae, Some(Path::new("runs/default/rae")))?;
-        // Features are taken before the latent normalisation: statistics are optional.
-        if paths.stats.as_ref().is_some_and(|p| !p.exists()) {
-            paths.stats = None;
+        // The paper's metrics when Inception weights are given, else the RAE-feature FD.
+        let default = if a.inception.is_some() && a.reconstruct && a.reference.is_none() {
+            "fid,psnr,ssim"
+        } else if a.inception.is_some() {
+            inception::PAPER_METRICS
+        } else {
+            "rae-fd"
+        };
+        let metrics = inception::parse_metrics(a.metrics.as_deref().unwrap_or(default))?;
+        if metrics.iter().any(|m| m.needs_inception()) {
+            return run_inception(b, &a, &metrics);
         }
-        let rae = load_rae(b, &paths)?;
+        let rae = load_eval_rae(b, &a)?;
         let report = evaluate(b, &rae, &a)?;
         println!(
             "FD (RAE {} encoder features, {}-d): {:.6} ({} images vs {} {})",
@@ -410,6 +497,6 @@ impl Job for EvalJob {
             write_atomic(path, text.as_bytes())?;
             eprintln!("results -> {}", path.display());
         }
-        Ok(report)
+        Ok(EvalOutput::Rae(report))
     }
 }

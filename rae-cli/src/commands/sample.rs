@@ -1,11 +1,18 @@
 //! `rae-cli sample`: class-conditional samples from a trained DiT-DH, decoded by the RAE,
 //! written as one PNG per sample and a grid (one row per class). The run is settled first
-//! ([`SampleRun`]: checkpoint, RAE, classes, sampler and its defaults).
+//! ([`SampleRun`]: checkpoint, RAE, classes, sampler and its defaults). With `--eval-ref`
+//! the decoded samples (the uint8 pixels their PNGs hold) go straight to Inception-v3 in
+//! batches and the metrics against the reference are printed at the end; `--no-save`
+//! writes no images.
 
 use std::path::{Path, PathBuf};
 
+use rae_core::json::JsonValue;
 use rae_core::Backend;
 
+use super::eval::extractor::InceptionFeatures;
+use super::eval::inception::{Accumulator, Features};
+use super::eval::samples::{finish_against, push_images, report};
 use super::generate::{decode_images, generate, initial_noise};
 use crate::backends::Job;
 use crate::cli::SampleArgs;
@@ -19,8 +26,10 @@ use crate::store::{self, check_writable_dir};
 pub struct SampleOutput {
     /// Labels of the samples, in order.
     pub labels: Vec<u32>,
-    /// The grid PNG.
-    pub grid: PathBuf,
+    /// The grid PNG (`None` with `--no-save`).
+    pub grid: Option<PathBuf>,
+    /// The `--eval-ref` metrics by name.
+    pub metrics: Option<Vec<(String, JsonValue)>>,
 }
 
 /// The `sample` command.
@@ -70,7 +79,14 @@ impl Job for SampleJob {
             .collect();
         crate::limits::check_sample_volume(labels.len(), latent.iter().product())?;
         let settings = &run.settings;
-        check_writable_dir(&run.out)?;
+        if !run.no_save {
+            check_writable_dir(&run.out)?;
+        }
+        // Loaded before sampling, so bad weights stop the run before its long part.
+        let mut fx = match &run.eval {
+            Some(e) => Some(InceptionFeatures::load(b.clone(), &e.inception)?),
+            None => None,
+        };
         eprintln!("{run}");
         let noise = match &run.init_noise {
             Some(p) => {
@@ -101,15 +117,32 @@ impl Job for SampleJob {
             store::save_latents(p, z.dims(), &host, &lab, true, &run.to_metadata())?;
         }
         let imgs = decode_images(b, &rae, &z)?;
-        for (i, (img, l)) in imgs.iter().zip(&labels).enumerate() {
-            save_png(&run.out.join(format!("{i:06}-class{l}.png")), img)?;
-        }
-        let grid_path = run.out.join("grid.png");
-        save_png(&grid_path, &grid(&imgs, run.per_class))?;
-        eprintln!("wrote {} samples and {}", imgs.len(), grid_path.display());
+        let grid_path = if run.no_save {
+            None
+        } else {
+            for (i, (img, l)) in imgs.iter().zip(&labels).enumerate() {
+                save_png(&run.out.join(format!("{i:06}-class{l}.png")), img)?;
+            }
+            let grid_path = run.out.join("grid.png");
+            save_png(&grid_path, &grid(&imgs, run.per_class))?;
+            eprintln!("wrote {} samples and {}", imgs.len(), grid_path.display());
+            Some(grid_path)
+        };
+        let metrics = match (&run.eval, fx.as_mut()) {
+            (Some(e), Some(fx)) => {
+                let mut acc = Accumulator::new(fx.dims());
+                push_images(fx, &mut acc, &imgs, e.batch_size)?;
+                let size = imgs.first().map_or(256, |i| i.height() as usize);
+                let m = finish_against(fx, acc, &e.reference, &e.metrics, size, e.batch_size)?;
+                report(&m, e.json.as_deref())?;
+                Some(m)
+            }
+            _ => None,
+        };
         Ok(SampleOutput {
             labels,
             grid: grid_path,
+            metrics,
         })
     }
 }

@@ -11,6 +11,7 @@ use super::plan::SamplePlan;
 use super::rae_paths::resolve_rae;
 use super::train_run::{run_metadata, summary};
 use crate::cli::SampleArgs;
+use crate::commands::eval::inception::{missing_inception, parse_metrics, Metric, PAPER_METRICS};
 use crate::commands::generate::SampleSettings;
 use crate::errors::{CliError, CliResult};
 use crate::store::{check_dit_checkpoint, checkpoint_metadata, RaePaths, TensorFile};
@@ -46,6 +47,55 @@ impl ClassChoice {
     }
 }
 
+/// `sample --eval-ref`: the samples scored on Inception features as they are made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleEval {
+    /// The reference (ADM `.npz`, `--save-stats` file, or image folder).
+    pub reference: PathBuf,
+    /// Inception-v3 weights.
+    pub inception: PathBuf,
+    /// The metrics (Inception ones only).
+    pub metrics: Vec<Metric>,
+    /// Where the results are also written.
+    pub json: Option<PathBuf>,
+    /// Images per Inception batch.
+    pub batch_size: usize,
+}
+
+impl SampleEval {
+    /// Settles the `--eval-ref` flags; `None` without `--eval-ref`.
+    fn settle(a: &SampleArgs) -> CliResult<Option<SampleEval>> {
+        let Some(reference) = a.eval_ref.clone() else {
+            return Ok(None);
+        };
+        let metrics = parse_metrics(a.metrics.as_deref().unwrap_or(PAPER_METRICS))?;
+        if let Some(m) = metrics.iter().find(|m| !m.needs_inception()) {
+            return Err(CliError::new(format!(
+                "--metrics: sample --eval-ref computes Inception metrics (fid, is, sfid, kid, \
+                 prec, recall), not {}",
+                format!("{m:?}").to_lowercase()
+            )));
+        }
+        let inception = a
+            .inception
+            .clone()
+            .ok_or_else(|| missing_inception(&metrics))?;
+        if !reference.exists() {
+            return Err(CliError::new(format!(
+                "--eval-ref {}: no such file or folder",
+                reference.display()
+            )));
+        }
+        Ok(Some(SampleEval {
+            reference,
+            inception,
+            metrics,
+            json: a.eval_json.clone(),
+            batch_size: a.eval_batch_size.max(1),
+        }))
+    }
+}
+
 /// The settled `sample` command.
 #[derive(Debug, Clone)]
 pub struct SampleRun {
@@ -71,6 +121,10 @@ pub struct SampleRun {
     pub init_noise: Option<PathBuf>,
     /// Where the final latents are saved.
     pub save_latents: Option<PathBuf>,
+    /// `--eval-ref`: score the samples as they are made.
+    pub eval: Option<SampleEval>,
+    /// `--no-save`: write no PNGs and no grid.
+    pub no_save: bool,
 }
 
 impl SampleRun {
@@ -110,6 +164,13 @@ impl SampleRun {
             (None, None) => ClassChoice::All,
             (Some(_), Some(_)) => return Err(CliError::new("give --class or --classes, not both")),
         };
+        let eval = SampleEval::settle(&a)?;
+        if a.no_save && eval.is_none() && a.save_latents.is_none() {
+            return Err(CliError::new(
+                "--no-save writes no images: give --eval-ref or --save-latents, else the run \
+                 produces nothing",
+            ));
+        }
         let (ck_shift, ck_cfg) = training_sampling_defaults(&ckpt)?;
         let settings = SampleSettings {
             sampler: a.sampler.parse()?,
@@ -138,6 +199,8 @@ impl SampleRun {
             out: a.out,
             init_noise: a.init_noise,
             save_latents: a.save_latents,
+            eval,
+            no_save: a.no_save,
         };
         Ok((run, checked))
     }
@@ -180,7 +243,20 @@ impl SampleRun {
         if let Some(p) = &self.init_noise {
             v.push(("init_noise", p.display().to_string()));
         }
-        v.push(("out", self.out.display().to_string()));
+        if let Some(e) = &self.eval {
+            v.push(("eval_ref", e.reference.display().to_string()));
+            let m: Vec<String> = e
+                .metrics
+                .iter()
+                .map(|m| format!("{m:?}").to_lowercase())
+                .collect();
+            v.push(("eval_metrics", m.join(",")));
+        }
+        if self.no_save {
+            v.push(("no_save", "true".to_string()));
+        } else {
+            v.push(("out", self.out.display().to_string()));
+        }
         v
     }
 

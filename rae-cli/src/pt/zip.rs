@@ -5,14 +5,15 @@
 //! (the local headers carry the "data descriptor" flag and zero sizes), and ZIP64 records
 //! once the archive passes 4 GiB. So the central directory is the truth: entries are listed
 //! from it, and an entry's bytes are found through its local header only to skip that
-//! header's variable part. Compressed or encrypted entries are refused by name; nothing is
+//! header's variable part. `read` refuses compressed or encrypted entries by name; `read_any`
+//! (for numpy's `.npz`) also inflates DEFLATE entries, within a size limit. Nothing is
 //! guessed. Every offset is checked, so a truncated or corrupt archive is an error, never a
 //! panic.
 
 use std::collections::HashMap;
 
 /// A reason an archive cannot be read; the caller adds the file name.
-pub(super) type ZipResult<T> = Result<T, String>;
+pub(crate) type ZipResult<T> = Result<T, String>;
 
 const EOCD_SIG: u32 = 0x0605_4b50;
 const EOCD_LEN: usize = 22;
@@ -38,7 +39,7 @@ struct Entry {
 
 /// An archive held in memory: the central directory, parsed; entry data read on demand.
 #[derive(Debug)]
-pub(super) struct Archive<'a> {
+pub(crate) struct Archive<'a> {
     bytes: &'a [u8],
     /// Entry names in directory order.
     names: Vec<String>,
@@ -69,7 +70,7 @@ fn to_usize(v: u64, what: &str) -> ZipResult<usize> {
 impl<'a> Archive<'a> {
     /// Parses the end-of-central-directory record (ZIP64 when present) and the central
     /// directory of `bytes`.
-    pub(super) fn parse(bytes: &'a [u8]) -> ZipResult<Self> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> ZipResult<Self> {
         let eocd = find_eocd(bytes)
             .ok_or_else(|| "not a zip archive (no end-of-central-directory record)".to_string())?;
         let short = |at: usize| u16_at(bytes, eocd + at).unwrap_or(0);
@@ -139,13 +140,82 @@ impl<'a> Archive<'a> {
     }
 
     /// Entry names, in directory order.
-    pub(super) fn names(&self) -> &[String] {
+    pub(crate) fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The bytes of entry `name`, stored or DEFLATE-compressed (as `np.savez_compressed`
+    /// writes them): stored entries are borrowed, compressed ones inflated into memory after
+    /// their declared size is checked against `max_size` and against the deflate bound of
+    /// 1032 output bytes per input byte. `Ok(None)` when there is no such entry.
+    pub(crate) fn read_any(
+        &self,
+        name: &str,
+        max_size: u64,
+    ) -> ZipResult<Option<std::borrow::Cow<'a, [u8]>>> {
+        let Some(e) = self.entries.get(name) else {
+            return Ok(None);
+        };
+        if e.method != 8 {
+            return Ok(self.read(name)?.map(std::borrow::Cow::Borrowed));
+        }
+        let fail = |why: String| format!("entry {name}: {why}");
+        if e.flags & 1 != 0 {
+            return Err(fail("is encrypted".into()));
+        }
+        if e.size > max_size {
+            return Err(fail(format!(
+                "declares {} uncompressed bytes, over the limit of {max_size}",
+                e.size
+            )));
+        }
+        if e.size > e.compressed_size.saturating_mul(1032).saturating_add(64) {
+            return Err(fail(format!(
+                "declares {} bytes from {} compressed ones, more than DEFLATE can produce",
+                e.size, e.compressed_size
+            )));
+        }
+        let raw = self.span(name, e, e.compressed_size)?;
+        let size = to_usize(e.size, "entry size").map_err(fail)?;
+        let out = miniz_oxide::inflate::decompress_to_vec_with_limit(raw, size)
+            .map_err(|err| fail(format!("corrupt DEFLATE data ({:?})", err.status)))?;
+        if out.len() != size {
+            return Err(fail(format!(
+                "inflates to {} bytes, the directory says {size}",
+                out.len()
+            )));
+        }
+        if e.crc32 != crc32(&out) {
+            return Err(fail("CRC-32 mismatch: the file is corrupt".into()));
+        }
+        Ok(Some(std::borrow::Cow::Owned(out)))
+    }
+
+    /// The `len` bytes of entry `name` after its local header.
+    fn span(&self, name: &str, e: &Entry, len: u64) -> ZipResult<&'a [u8]> {
+        let fail = |why: String| format!("entry {name}: {why}");
+        let local = to_usize(e.local_offset, "local header offset").map_err(fail)?;
+        if u32_at(self.bytes, local) != Some(LOCAL_SIG) {
+            return Err(fail(format!("no local header at offset {local}")));
+        }
+        let name_len = u16_at(self.bytes, local + 26).unwrap_or(0) as usize;
+        let extra_len = u16_at(self.bytes, local + 28).unwrap_or(0) as usize;
+        let size = to_usize(len, "entry size").map_err(fail)?;
+        let start = local + LOCAL_LEN + name_len + extra_len;
+        start
+            .checked_add(size)
+            .and_then(|end| self.bytes.get(start..end))
+            .ok_or_else(|| {
+                fail(format!(
+                    "its {size} bytes at offset {start} lie outside the {}-byte file",
+                    self.bytes.len()
+                ))
+            })
     }
 
     /// The bytes of entry `name`: `Ok(None)` when there is no such entry; an error when it is
     /// compressed, encrypted, out of bounds or fails its CRC-32 check.
-    pub(super) fn read(&self, name: &str) -> ZipResult<Option<&'a [u8]>> {
+    pub(crate) fn read(&self, name: &str) -> ZipResult<Option<&'a [u8]>> {
         let Some(e) = self.entries.get(name) else {
             return Ok(None);
         };
@@ -169,23 +239,7 @@ impl<'a> Archive<'a> {
                 e.compressed_size, e.size
             )));
         }
-        let local = to_usize(e.local_offset, "local header offset").map_err(fail)?;
-        if u32_at(self.bytes, local) != Some(LOCAL_SIG) {
-            return Err(fail(format!("no local header at offset {local}")));
-        }
-        let name_len = u16_at(self.bytes, local + 26).unwrap_or(0) as usize;
-        let extra_len = u16_at(self.bytes, local + 28).unwrap_or(0) as usize;
-        let size = to_usize(e.size, "entry size").map_err(fail)?;
-        let start = local + LOCAL_LEN + name_len + extra_len;
-        let data = start
-            .checked_add(size)
-            .and_then(|end| self.bytes.get(start..end))
-            .ok_or_else(|| {
-                fail(format!(
-                    "its {size} bytes at offset {start} lie outside the {}-byte file",
-                    self.bytes.len()
-                ))
-            })?;
+        let data = self.span(name, e, e.size)?;
         // A zero CRC is what torch writes when asked not to compute checksums.
         if e.crc32 != 0 {
             let got = crc32(data);
@@ -281,7 +335,7 @@ fn parse_central(cd: &[u8], at: usize) -> ZipResult<(String, Entry, usize)> {
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as ZIP uses), slicing by 8 bytes.
-pub(super) fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {

@@ -10,7 +10,10 @@ pub mod atomic;
 pub mod diffusers;
 pub mod dit;
 pub mod encoders;
+pub mod eval_stats;
+pub mod inception;
 pub mod latents;
+pub mod npz;
 pub mod rae;
 pub mod shards;
 pub mod tensor_file;
@@ -22,7 +25,10 @@ pub use dit::{
     load_dit_with, read_train_checkpoint,
 };
 pub use encoders::{load_encoder_dir, save_encoder_dir, EncoderConfig, Family};
+pub use eval_stats::{is_eval_stats, load_eval_stats, save_eval_stats, EvalStats};
+pub use inception::load_inception;
 pub use latents::{load_latents, load_noise, save_latents, LatentCache};
+pub use npz::{parse_npy, NpyArray, NpyDtype, Npz};
 pub use rae::{
     load_decoder, load_encoder, load_rae, load_stats, save_decoder, save_stats, RaePaths,
 };
