@@ -20,6 +20,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::inception::check_rows;
+use crate::cpu::par;
 use crate::error::{Error, Result};
 
 /// ADM's neighbourhood size.
@@ -68,16 +69,21 @@ pub fn manifold_radii(x: &[f32], n: usize, d: usize, k: usize) -> Result<Vec<f64
             format!("{n} feature vectors have no {k}-th nearest neighbour (need more than {k})"),
         ));
     }
-    let mut row = vec![0.0f64; n];
-    let mut radii = Vec::with_capacity(n);
-    for i in 0..n {
-        let xi = &x[i * d..(i + 1) * d];
-        for (j, r) in row.iter_mut().enumerate() {
-            *r = dist2(xi, &x[j * d..(j + 1) * d]);
+    // Rows split across the CPU's threads; each part keeps its own distance row.
+    let mut radii = vec![0.0f64; n];
+    let part = n.div_ceil(par::threads()).max(1);
+    par::for_each_part(radii.chunks_mut(part).enumerate(), |(c, out)| {
+        let mut row = vec![0.0f64; n];
+        for (o, r) in out.iter_mut().enumerate() {
+            let i = c * part + o;
+            let xi = &x[i * d..(i + 1) * d];
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = dist2(xi, &x[j * d..(j + 1) * d]);
+            }
+            let (_, kth, _) = row.select_nth_unstable_by(k, f64::total_cmp);
+            *r = *kth;
         }
-        let (_, kth, _) = row.select_nth_unstable_by(k, f64::total_cmp);
-        radii.push(*kth);
-    }
+    });
     Ok(radii)
 }
 
@@ -110,20 +116,25 @@ pub fn precision_recall_with_radii(
     if n_r == 0 || n_s == 0 {
         return Err(Error::invalid("precision_recall", "empty feature set"));
     }
-    let mut sample_in = vec![false; n_s];
-    let mut ref_in = vec![false; n_r];
-    for (i, ri) in ref_in.iter_mut().enumerate() {
-        let xi = &reference[i * d..(i + 1) * d];
-        for (j, sj) in sample_in.iter_mut().enumerate() {
-            let dd = dist2(xi, &samples[j * d..(j + 1) * d]);
-            if dd <= radii_ref[i] {
-                *sj = true;
+    // Whether each row of `a` lies within the radius of some row of `b`: split across the
+    // CPU's threads, each row stopping at its first hit (the answer does not depend on
+    // the order).
+    let inside = |a: &[f32], n_a: usize, b: &[f32], radii_b: &[f64]| -> Vec<bool> {
+        let mut hit = vec![false; n_a];
+        let part = n_a.div_ceil(par::threads()).max(1);
+        par::for_each_part(hit.chunks_mut(part).enumerate(), |(c, out)| {
+            for (o, h) in out.iter_mut().enumerate() {
+                let xi = &a[(c * part + o) * d..][..d];
+                *h = radii_b
+                    .iter()
+                    .enumerate()
+                    .any(|(j, &r)| dist2(xi, &b[j * d..(j + 1) * d]) <= r);
             }
-            if dd <= radii_s[j] {
-                *ri = true;
-            }
-        }
-    }
+        });
+        hit
+    };
+    let sample_in = inside(samples, n_s, reference, radii_ref);
+    let ref_in = inside(reference, n_r, samples, radii_s);
     let frac = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
     Ok(PrecisionRecall {
         precision: frac(&sample_in),
