@@ -255,7 +255,11 @@ pub struct Exported {
 /// returns it under diffusers' names; `input` is the encoder input size. Errors say what
 /// diffusers fixes that `enc` does not have.
 pub fn export_encoder<B: Backend>(b: &B, enc: &Encoder<B>, input: usize) -> CliResult<Exported> {
-    let fixed = |what: &str| CliError::new(format!("diffusers fixes {what}"));
+    // The first setting diffusers fixes that `enc` does not have, as an error.
+    let unmet = |checks: &[(bool, &str)]| match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, what)) => Err(CliError::new(format!("diffusers fixes {what}"))),
+        None => Ok(()),
+    };
     let (kind, hidden, patch, layers) = match enc {
         Encoder::Dinov2(e) => {
             let c = &e.config;
@@ -273,9 +277,7 @@ pub fn export_encoder<B: Backend>(b: &B, enc: &Encoder<B>, input: usize) -> CliR
                 ),
                 (c.image_size == 518, "the DINOv2 image_size at 518"),
             ];
-            if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
-                return Err(fixed(why));
-            }
+            unmet(&checks)?;
             ("dinov2", c.hidden_size, c.patch_size, c.num_hidden_layers)
         }
         Encoder::Siglip(e) => {
@@ -296,9 +298,7 @@ pub fn export_encoder<B: Backend>(b: &B, enc: &Encoder<B>, input: usize) -> CliR
                 ),
                 (c.image_size == 256, "the SigLIP image_size at 256"),
             ];
-            if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
-                return Err(fixed(why));
-            }
+            unmet(&checks)?;
             if c.patch == SiglipPatch::Linear && input != c.image_size {
                 return Err(CliError::new(format!(
                     "this NaFlex SigLIP2 encoder is only used at its table's size ({} pixels), but diffusers would resize its table to the input {input} with another filter",
@@ -322,9 +322,7 @@ pub fn export_encoder<B: Backend>(b: &B, enc: &Encoder<B>, input: usize) -> CliR
                 (c.act == Unary::GeluErf, "the MAE activation at exact GELU"),
                 (c.image_size == 224, "the MAE image_size at 224"),
             ];
-            if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
-                return Err(fixed(why));
-            }
+            unmet(&checks)?;
             ("mae", c.hidden_size, c.patch_size, c.num_hidden_layers)
         }
     };
