@@ -157,22 +157,17 @@ impl Images {
         Ok(Images::Folder(list_images(path)?, size))
     }
 
-    /// How many images there are.
-    fn count(&self) -> CliResult<usize> {
-        Ok(match self {
-            Images::Folder(files, _) => files.len(),
-            Images::Npz(npz) => npz.require("arr_0")?.shape.first().copied().unwrap_or(0),
-        })
-    }
-
-    /// Calls `f(images, n, h, w)` on batches of at most `bs` uint8 HWC images.
+    /// Calls `f(images, n, h, w)` on batches of at most `bs` uint8 HWC images; `pb` learns
+    /// the count once it is known (an `.npz` array is read once, not again for its length).
     fn for_batches(
         &self,
         bs: usize,
+        pb: &indicatif::ProgressBar,
         f: &mut dyn FnMut(&[u8], usize, usize, usize) -> CliResult<()>,
     ) -> CliResult<()> {
         match self {
             Images::Folder(files, size) => {
+                pb.set_length(files.len() as u64);
                 let s = check_image_size(*size)?;
                 for chunk in files.chunks(bs) {
                     let mut buf = Vec::with_capacity(chunk.len() * 3 * size * size);
@@ -193,6 +188,7 @@ impl Images {
                         )))
                     }
                 };
+                pb.set_length(n as u64);
                 let px = a.to_u8("arr_0")?;
                 let per = h * w * 3;
                 for start in (0..n).step_by(bs) {
@@ -298,8 +294,8 @@ impl Accumulator {
 
 fn gather(fx: &mut dyn Features, images: &Images, bs: usize) -> CliResult<Gathered> {
     let mut acc = Accumulator::new(fx.dims());
-    let pb = crate::progress::bar(images.count()? as u64, "inception");
-    images.for_batches(bs, &mut |px, n, h, w| {
+    let pb = crate::progress::bar(0, "inception");
+    images.for_batches(bs, &pb, &mut |px, n, h, w| {
         acc.extract(fx, px, n, h, w)?;
         pb.inc(n as u64);
         Ok(())
