@@ -25,6 +25,7 @@ pub mod check;
 pub mod cpu;
 pub mod error;
 pub mod flow;
+pub mod gan;
 pub mod json;
 pub mod limits;
 pub mod metrics;

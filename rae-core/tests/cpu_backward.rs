@@ -149,7 +149,7 @@ fn fd_unary(op: Unary) {
             let mut g = Gen::new(seed);
             let n = a * b;
             let mut x = g.vec(n, -4.0, 4.0);
-            if matches!(op, Unary::Abs | Unary::Relu) {
+            if matches!(op, Unary::Abs | Unary::Relu | Unary::LeakyRelu) {
                 // Keep away from the kink at 0, where FD and the subgradient differ.
                 x.iter_mut()
                     .for_each(|v| *v = v.signum() * (0.05 + v.abs()));
@@ -198,6 +198,7 @@ fn fd_unary_abs() {
 #[test]
 fn fd_unary_relu() {
     fd_unary(Unary::Relu);
+    fd_unary(Unary::LeakyRelu);
 }
 
 /// ReLU: `max(x, 0)` keeping NaN; its gradient passes `dy` where `x > 0` and is 0 elsewhere

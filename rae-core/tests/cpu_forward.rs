@@ -94,6 +94,13 @@ fn unary_ref(op: Unary, x: f64) -> f64 {
         Unary::Square => x * x,
         Unary::Abs => x.abs(),
         Unary::Relu => x.max(0.0),
+        Unary::LeakyRelu => {
+            if x > 0.0 {
+                x
+            } else {
+                0.2 * x
+            }
+        }
     }
 }
 
@@ -106,6 +113,7 @@ fn unary_op() -> impl Strategy<Value = Unary> {
         Unary::Square,
         Unary::Abs,
         Unary::Relu,
+        Unary::LeakyRelu,
     ])
 }
 

@@ -19,6 +19,9 @@ pub enum Unary {
     /// `max(x, 0)` (NaN stays NaN); derivative 1 where `x > 0`, else 0 (PyTorch's, 0 at 0):
     /// the FID Inception's activation.
     Relu,
+    /// `x` where `x > 0`, else `0.2·x` (NaN stays NaN): LeakyReLU with the slope of the
+    /// discriminator heads (§2.7.4); derivative 1 where `x > 0`, else 0.2 (PyTorch's).
+    LeakyRelu,
 }
 
 /// Element-wise binary operations on two tensors of the same shape.

@@ -119,6 +119,19 @@ pub fn relu_grad(x: f32) -> f32 {
     }
 }
 
+/// The negative slope of [`Unary::LeakyRelu`].
+pub const LEAKY_SLOPE: f32 = 0.2;
+
+/// LeakyReLU: `x` where `x > 0`, else `0.2·x` (NaN kept).
+#[inline]
+pub fn leaky_relu(x: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        x * LEAKY_SLOPE
+    }
+}
+
 /// The function of a [`Unary`] op.
 #[inline]
 pub fn unary(op: Unary, x: f32) -> f32 {
@@ -133,6 +146,7 @@ pub fn unary(op: Unary, x: f32) -> f32 {
         Unary::Square => x * x,
         Unary::Abs => libm::fabsf(x),
         Unary::Relu => relu(x),
+        Unary::LeakyRelu => leaky_relu(x),
     }
 }
 
@@ -166,6 +180,13 @@ pub fn unary_grad(op: Unary, x: f32) -> f32 {
             }
         }
         Unary::Relu => relu_grad(x),
+        Unary::LeakyRelu => {
+            if x > 0.0 {
+                1.0
+            } else {
+                LEAKY_SLOPE
+            }
+        }
     }
 }
 

@@ -303,6 +303,7 @@ pub(crate) fn unary_name(op: Unary) -> &'static str {
         Unary::Square => "unary:square",
         Unary::Abs => "unary:abs",
         Unary::Relu => "unary:relu",
+        Unary::LeakyRelu => "unary:leaky_relu",
     }
 }
 
@@ -316,6 +317,7 @@ pub(crate) fn unary_backward_name(op: Unary) -> &'static str {
         Unary::Square => "unary_bwd:square",
         Unary::Abs => "unary_bwd:abs",
         Unary::Relu => "unary_bwd:relu",
+        Unary::LeakyRelu => "unary_bwd:leaky_relu",
     }
 }
 

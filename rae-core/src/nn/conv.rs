@@ -60,55 +60,10 @@ impl<B: Backend> Conv2d<B> {
         })
     }
 
-    /// `[o, c, kh, kw]` of the weight (an error unless it has rank 4).
-    fn wdims(&self) -> Result<[usize; 4]> {
-        match *self.weight.value.dims() {
-            [o, c, kh, kw] => Ok([o, c, kh, kw]),
-            _ => Err(Error::bad_shape(
-                "conv2d weight",
-                self.weight.value.shape(),
-                "expected [out, in, kh, kw]",
-            )),
-        }
-    }
-
-    /// The window over `x` and the weight's `[o, c·kh·kw]` view; checks `x`'s channels and
-    /// the bias.
-    fn geometry(&self, x: &Tensor<B>) -> Result<(Window2d, Tensor<B>)> {
-        let [o, c, kh, kw] = self.wdims()?;
-        let g = Window2d::nchw("conv2d", x.dims(), (kh, kw), self.stride, self.padding)?;
-        if g.c != c {
-            let want = Shape::new(&[g.n, c, g.h, g.w])?;
-            return Err(Error::shape("conv2d", &want, x.shape()));
-        }
-        if let Some(bias) = &self.bias {
-            crate::check::same_shape("conv2d bias", &Shape::new(&[o])?, bias.value.shape())?;
-        }
-        Ok((g, self.weight.value.reshape(&[o, c * kh * kw])?))
-    }
-
     /// `x` `[n, c, h, w]` → `[n, o, ho, wo]`.
     pub fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
-        let (g, w2) = self.geometry(x)?;
-        let [n, np, k] = g.cols_dims();
-        let o = w2.dims()[0];
-        let (ho, wo) = g.out_hw();
-        let pointwise = (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1, 0, 0);
-        let y = if pointwise {
-            // A 1×1 convolution: `x[n]ᵀ·Wᵀ` straight from `x` viewed `[n, c, h·w]`.
-            b.matmul(&x.reshape(&[n, k, np])?, &w2, true, true)?
-        } else {
-            // One [n·P, K]·[o, K]ᵀ product: the batch folded into the rows.
-            let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
-            b.matmul(&cols, &w2, false, true)?
-        };
-        let y = y.reshape(&[n, np, o, 1])?;
-        let y = b.permute0213(&y)?;
-        let y = match &self.bias {
-            Some(p) => b.bcast_affine(&y, None, Some(&p.value), [n, o, np])?,
-            None => y,
-        };
-        y.reshape(&[n, o, ho, wo])
+        let bias = self.bias.as_ref().map(|p| &p.value);
+        conv2d(b, x, &self.weight.value, bias, self.stride, self.padding)
     }
 
     /// Backward from the saved input `x` (im2col recomputed): adds `dweight` and `dbias` to
@@ -120,24 +75,149 @@ impl<B: Backend> Conv2d<B> {
         dy: &Tensor<B>,
         grads: &mut Grads<B>,
     ) -> Result<Tensor<B>> {
-        let (g, w2) = self.geometry(x)?;
-        let [n, np, k] = g.cols_dims();
-        let o = w2.dims()[0];
-        let (ho, wo) = g.out_hw();
-        crate::check::same_shape("conv2d backward", &Shape::new(&[n, o, ho, wo])?, dy.shape())?;
-        // [n, o, P] → [n, P, o]
-        let dyt = b.permute0213(&dy.reshape(&[n, o, np, 1])?)?;
-        let dyt = dyt.reshape(&[n * np, o])?;
-        let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
-        let dw = b.matmul(&dyt, &cols, true, false)?;
-        grads.add(b, &self.weight, dw.reshape(self.weight.value.dims())?)?;
-        if let Some(p) = &self.bias {
-            let db = b.reduce(Reduce::Sum, &dyt, [1, n * np, o])?;
-            grads.add(b, p, db.reshape(&[o])?)?;
+        let g = conv2d_backward(
+            b,
+            x,
+            &self.weight.value,
+            self.bias.is_some(),
+            self.stride,
+            self.padding,
+            dy,
+        )?;
+        grads.add(b, &self.weight, g.dweight)?;
+        if let (Some(p), Some(db)) = (&self.bias, g.dbias) {
+            grads.add(b, p, db)?;
         }
-        let dcols = b.matmul(&dyt, &w2, false, false)?.reshape(&[n, np, k])?;
-        b.col2im(&dcols, g)
+        Ok(g.dx)
     }
+}
+
+/// The gradients of one convolution.
+#[derive(Debug, Clone)]
+pub struct ConvGrads<B: Backend> {
+    /// With respect to the input.
+    pub dx: Tensor<B>,
+    /// With respect to the weight (its shape).
+    pub dweight: Tensor<B>,
+    /// With respect to the bias, when there is one.
+    pub dbias: Option<Tensor<B>>,
+}
+
+/// `[o, c, kh, kw]` of a weight (an error unless it has rank 4).
+fn wdims<B: Backend>(w: &Tensor<B>) -> Result<[usize; 4]> {
+    match *w.dims() {
+        [o, c, kh, kw] => Ok([o, c, kh, kw]),
+        _ => Err(Error::bad_shape(
+            "conv2d weight",
+            w.shape(),
+            "expected [out, in, kh, kw]",
+        )),
+    }
+}
+
+/// The window over `x` and the weight's `[o, c·kh·kw]` view; checks `x`'s channels.
+fn geometry<B: Backend>(
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<(Window2d, Tensor<B>)> {
+    let [o, c, kh, kw] = wdims(w)?;
+    let g = Window2d::nchw("conv2d", x.dims(), (kh, kw), stride, padding)?;
+    if g.c != c {
+        let want = Shape::new(&[g.n, c, g.h, g.w])?;
+        return Err(Error::shape("conv2d", &want, x.shape()));
+    }
+    Ok((g, w.reshape(&[o, c * kh * kw])?))
+}
+
+/// `conv2d(x, w) + bias` with zero padding: `x` `[n, c, h, w]`, `w` `[o, c, kh, kw]`,
+/// `bias` `[o]` → `[n, o, ho, wo]`.
+pub fn conv2d<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor<B>> {
+    let (g, w2) = geometry(x, w, stride, padding)?;
+    let [n, np, k] = g.cols_dims();
+    let o = w2.dims()[0];
+    if let Some(bias) = bias {
+        crate::check::same_shape("conv2d bias", &Shape::new(&[o])?, bias.shape())?;
+    }
+    let (ho, wo) = g.out_hw();
+    let pointwise = (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1, 0, 0);
+    let y = if pointwise {
+        // A 1×1 convolution: `x[n]ᵀ·Wᵀ` straight from `x` viewed `[n, c, h·w]`.
+        b.matmul(&x.reshape(&[n, k, np])?, &w2, true, true)?
+    } else {
+        // One [n·P, K]·[o, K]ᵀ product: the batch folded into the rows.
+        let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
+        b.matmul(&cols, &w2, false, true)?
+    };
+    let y = y.reshape(&[n, np, o, 1])?;
+    let y = b.permute0213(&y)?;
+    let y = match bias {
+        Some(bias) => b.bcast_affine(&y, None, Some(bias), [n, o, np])?,
+        None => y,
+    };
+    y.reshape(&[n, o, ho, wo])
+}
+
+/// The gradients of [`conv2d`] from its input `x` (im2col recomputed), weight `w` and the
+/// output gradient `dy`; `dbias` only when `has_bias`.
+pub fn conv2d_backward<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    has_bias: bool,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dy: &Tensor<B>,
+) -> Result<ConvGrads<B>> {
+    let (g, w2) = geometry(x, w, stride, padding)?;
+    let [n, np, k] = g.cols_dims();
+    let o = w2.dims()[0];
+    let (ho, wo) = g.out_hw();
+    crate::check::same_shape("conv2d backward", &Shape::new(&[n, o, ho, wo])?, dy.shape())?;
+    let dyt = dy_rows(b, dy, n, o, np)?;
+    let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
+    let dweight = b.matmul(&dyt, &cols, true, false)?.reshape(w.dims())?;
+    let dbias = match has_bias {
+        true => Some(b.reduce(Reduce::Sum, &dyt, [1, n * np, o])?.reshape(&[o])?),
+        false => None,
+    };
+    let dcols = b.matmul(&dyt, &w2, false, false)?.reshape(&[n, np, k])?;
+    let dx = b.col2im(&dcols, g)?;
+    Ok(ConvGrads { dx, dweight, dbias })
+}
+
+/// `dy` `[n, o, P]` as rows `[n·P, o]`.
+fn dy_rows<B: Backend>(b: &B, dy: &Tensor<B>, n: usize, o: usize, np: usize) -> Result<Tensor<B>> {
+    b.permute0213(&dy.reshape(&[n, o, np, 1])?)?
+        .reshape(&[n * np, o])
+}
+
+/// Only the input gradient of [`conv2d`] (a frozen layer): `x` gives the geometry, its
+/// values are not read.
+pub fn conv2d_input_grad<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dy: &Tensor<B>,
+) -> Result<Tensor<B>> {
+    let (g, w2) = geometry(x, w, stride, padding)?;
+    let [n, np, k] = g.cols_dims();
+    let o = w2.dims()[0];
+    let (ho, wo) = g.out_hw();
+    crate::check::same_shape("conv2d backward", &Shape::new(&[n, o, ho, wo])?, dy.shape())?;
+    let dyt = dy_rows(b, dy, n, o, np)?;
+    let dcols = b.matmul(&dyt, &w2, false, false)?.reshape(&[n, np, k])?;
+    b.col2im(&dcols, g)
 }
 
 impl<B: Backend> Module<B> for Conv2d<B> {

@@ -10,23 +10,29 @@ mod attention;
 mod block_dit;
 mod block_vit;
 mod conv;
+mod conv1d;
 mod embed;
 mod init;
 mod linear;
 mod mlp;
 mod norm;
+mod resize;
 mod store;
 pub mod tables;
 
 pub use attention::{AttentionSaved, FusedAttention, SeparateAttention};
 pub use block_dit::{DitBlock, DitBlockSaved, FinalLayer, FinalLayerSaved};
 pub use block_vit::{VitBlock, VitBlockConfig, VitBlockSaved, VitNames};
-pub use conv::{avg_pool2d, max_pool2d, Conv2d};
+pub use conv::{
+    avg_pool2d, conv2d, conv2d_backward, conv2d_input_grad, max_pool2d, Conv2d, ConvGrads,
+};
+pub use conv1d::{conv1d_circular, conv1d_circular_backward};
 pub use embed::{labels_from_i64, LabelEmbedder, PatchEmbed, TimestepEmbedder, TimestepSaved};
 pub use init::Init;
 pub use linear::Linear;
 pub use mlp::{Mlp, MlpSaved, SwiGlu, SwiGluSaved};
 pub use norm::{LayerNorm, RmsNorm};
+pub use resize::{bilinear_matrix, Bilinear};
 pub use store::{load_module, save_module, HostTensor, HostTensors, LoadReport};
 
 use alloc::collections::BTreeMap;

@@ -20,8 +20,9 @@ pub(crate) mod code {
     pub const SQUARE: u32 = 4;
     pub const ABS: u32 = 5;
     pub const RELU: u32 = 6;
+    pub const LEAKY_RELU: u32 = 7;
     /// The last unary code (the variant lists run `SILU..=LAST_UNARY`).
-    pub const LAST_UNARY: u32 = RELU;
+    pub const LAST_UNARY: u32 = LEAKY_RELU;
     pub const ADD: u32 = 0;
     pub const SUB: u32 = 1;
     pub const MUL: u32 = 2;
@@ -37,6 +38,7 @@ pub(crate) fn unary_code(op: Unary) -> u32 {
         Unary::Square => code::SQUARE,
         Unary::Abs => code::ABS,
         Unary::Relu => code::RELU,
+        Unary::LeakyRelu => code::LEAKY_RELU,
     }
 }
 
@@ -45,6 +47,7 @@ const GELU_TANH_C: f32 = 0.044_715;
 const INV_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 const GELU_TANH_3C: f32 = 3.0 * GELU_TANH_C;
+const LEAKY_SLOPE: f32 = 0.2;
 
 /// `1 / (1 + exp(−x))`. Written `0 − x`, not `-x`: CubeCL 0.10's CUDA generator emits unary
 /// minus on its `float_2`/`float_4` structs, which define no such operator (NVRTC rejects
@@ -85,6 +88,13 @@ pub(crate) fn unary_fwd<N: Size>(x: Vector<f32, N>, #[comptime] op: u32) -> Vect
         y = x * x;
     } else if op == code::ABS {
         y = Vector::abs(x);
+    } else if op == code::LEAKY_RELU {
+        // x where x > 0, else 0.2·x: NaN takes the second branch and stays NaN.
+        y = select_many(
+            x.greater_than(Vector::new(0.0f32)),
+            x,
+            x * Vector::new(LEAKY_SLOPE),
+        );
     } else {
         // max(x, 0) as a select on `x < 0`, so NaN passes through as on the CPU.
         let zero = Vector::new(0.0f32);
@@ -117,6 +127,9 @@ pub(crate) fn unary_grad<N: Size>(x: Vector<f32, N>, #[comptime] op: u32) -> Vec
     } else if op == code::RELU {
         let zero = Vector::new(0.0f32);
         d = select_many(x.greater_than(zero), Vector::new(1.0f32), zero);
+    } else if op == code::LEAKY_RELU {
+        let pos = x.greater_than(Vector::new(0.0f32));
+        d = select_many(pos, Vector::new(1.0f32), Vector::new(LEAKY_SLOPE));
     } else {
         // sign(x), 0 at 0 (and NaN stays NaN through the comparisons' false branches).
         let zero = Vector::new(0.0f32);

@@ -17,6 +17,7 @@ pub fn unary<B: Backend>(b: &B) {
         Unary::Square,
         Unary::Abs,
         Unary::Relu,
+        Unary::LeakyRelu,
     ];
     // Exact up to the device's exp/erf/tanh, which differ from libm by a few ulp; the
     // tanh-GELU derivative cancels `1 + tanh(u)` near u ≪ 0 (an ulp of tanh there is 6e-8,

@@ -118,6 +118,23 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// The `(key, value)` pairs of a list or tuple of two-element lists or tuples.
+    fn pairs_of(&self, items: Id) -> Result<Vec<(Id, Id)>, String> {
+        let (Node::Tuple(items) | Node::List(items)) = self.node(items) else {
+            return Err("collections.OrderedDict called with something not a list".into());
+        };
+        let mut out = Vec::new();
+        out.try_reserve_exact(items.len())
+            .map_err(|_| format!("out of memory for a dict of {} items", items.len()))?;
+        for &i in items {
+            match self.node(i) {
+                Node::Tuple(kv) | Node::List(kv) if kv.len() == 2 => out.push((kv[0], kv[1])),
+                _ => return Err("collections.OrderedDict item is not a (key, value) pair".into()),
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn reduce(&mut self, func: Id, args: Id) -> Result<Reduced, String> {
         let Node::Global(g) = *self.node(func) else {
             return Err("REDUCE on something that is not an allowed global".into());
@@ -135,12 +152,16 @@ impl Builder<'_> {
         }
         let args = args.clone();
         match g {
-            Global::OrderedDict => {
-                if !args.is_empty() {
-                    return Err("collections.OrderedDict called with arguments".into());
-                }
-                Ok(Reduced::New(Node::Dict(Vec::new())))
-            }
+            Global::OrderedDict => match args[..] {
+                [] => Ok(Reduced::New(Node::Dict(Vec::new()))),
+                // `OrderedDict([[key, value], ...])`: how torch's legacy (pre-1.6) writer
+                // pickled some state dicts (the `lpips` package's v0.1 weights).
+                [items] => Ok(Reduced::New(Node::Dict(self.pairs_of(items)?))),
+                _ => Err(format!(
+                    "collections.OrderedDict called with {} arguments",
+                    args.len()
+                )),
+            },
             Global::RebuildTensorV2 | Global::RebuildTensor => {
                 let name = if g == Global::RebuildTensor {
                     "_rebuild_tensor"
