@@ -68,6 +68,19 @@ impl<B: Backend> Linear<B> {
         dy: &Tensor<B>,
         grads: &mut Grads<B>,
     ) -> Result<Tensor<B>> {
+        let frozen = !self.weight.trainable() && self.bias.as_ref().is_none_or(|p| !p.trainable());
+        if frozen {
+            // A frozen layer (the discriminator's backbone) needs only `dx = dy·W`.
+            let out = self.out_features();
+            let rows = dy.numel() / out.max(1);
+            crate::check::same_shape(
+                "linear backward (dy vs x)",
+                &x.shape().with_last(out),
+                dy.shape(),
+            )?;
+            let dx = b.matmul(&dy.reshape(&[rows, out])?, &self.w2()?, false, false)?;
+            return dx.reshape(x.dims());
+        }
         let g = b.linear_backward(x, &self.w2()?, self.bias.is_some(), dy)?;
         grads.add(b, &self.weight, g.dw)?;
         if let (Some(p), Some(db)) = (&self.bias, g.db) {
