@@ -109,6 +109,59 @@ recon = mean|p - t|; gan = -mean(p @ c); `lambda` [] = calculate_adaptive_weight
 W) (||d recon/dW|| / (||d gan/dW|| + 1e-6), clamped to [0, 1e4], detached), `recon`, `gan`
 [], and `dW` [3,4] = d (recon + 0.75 * lambda * gan) / dW with lambda a constant.
 
+`gan_step.safetensors` -- ONE generator step and ONE discriminator step of src/train_stage1.py
+(lines ~370-445; loss config of configs/stage1/training: hinge D loss, vanilla G loss,
+perceptual_weight 1.0, disc_weight 0.75, max_d_weight 1e4), on small models:
+  decoder: the reference's GeneralDecoder with tests/fixtures/decoder_config.json (through the
+    reference's ViTMAEConfig; dropout probabilities 0, so train/eval mode give the same
+    numbers) and the state dict tests/fixtures/decoder.safetensors. As train_stage1 does
+    `decoder.requires_grad_(True)`, EVERY parameter is trainable, the sin-cos
+    `decoder_pos_embed` (created with requires_grad=False) included. Input `tokens` [2,256,32]
+    (torch.Generator seed 20250108, randn) straight into the decoder (RAE.decode without
+    latent normalisation; the encoder, and its train-mode noising, are bypassed);
+    x_hat = unpatchify(logits) * image_std + image_mean (per channel, ImageNet, stored [3]).
+  images: x [2,3,256,256] in [0,1], NOT stored: x = float32(hashes("gan_step.x", 2*3*256*256)
+    >> 40) * 2^-24, reshaped row-major to [2,3,256,256] (`hashes` as `synthetic` below).
+  LPIPS: the reference LPIPS, eval mode (train_stage1 calls lpips.eval(): the heads' Dropout is
+    off), frozen, on a TINY VGG with VGG-16's `features` layout and indices (convs at
+    VGG_CONVS, ReLU after each, max-pools at 4, 9, 16, 23; taps at VGG_TAPS) but channels
+    [4,4], [8,8], [8,8,8], [16,16,16], [16,16,16]; weights synthetic("features.{i}.weight") *
+    VGG_GAIN, biases synthetic("features.{i}.bias"); heads (rebuilt at these widths)
+    `lin{k}.model.1.weight` [1,C,1,1] = abs(synthetic(name)), stored as `lin{k}.weight`.
+    Called as lpips(real_normed, recon_normed) = lpips(2x - 1, 2 x_hat - 1), reduction mean.
+  discriminator: DinoDiscriminator (src/disc/discriminator.py: forward(fake, real) =
+    classify(fake) then classify(real)) built exactly as for gan_disc.safetensors, loading its
+    `dino.*` checkpoint and `heads.*` state from that file (not stored again).
+  DiffAug(prob=1.0, cutout=0.0) with torch.rand(3) = 0 and torch.rand(7,B,1,1) = a stored
+    [7,2] table (rows: translation h, w = floor(r*65) - 32 at 256 px; brightness, saturation,
+    contrast; cutout offsets, unused as the cutout window is empty): `gen.rand` (h -20, 13;
+    w 7, -29), `disc.rand_fake` (h 25, -3; w -11, 17), `disc.rand_real` (h -8, 30; w 2, -16).
+  Generator step (discriminator in EVAL mode: no power iteration, buffers unchanged):
+    l1 = mean|x_hat - x|; lpips; recon = l1 + 1.0 lpips; logits = D(aug(2 x_hat - 1, gen.rand));
+    gan = -mean(logits); lambda = calculate_adaptive_weight(recon, gan, decoder_pred.weight,
+    1e4) (the reference's function: grad norms w.r.t. decoder_pred.weight, detached);
+    total = recon + 0.75 lambda gan. Keys `gen.l1`, `gen.lpips`, `gen.gan`, `gen.lambda`,
+    `gen.total` [], `gen.logits_fake` [2,2352], `gen.xhat_sum` [2,3] (sum of x_hat over
+    pixels), `gen.dxhat_sum` [2,3] (sum over pixels of d total / d x_hat) and
+    `gen.grad.<name>` = d total / d p for every decoder parameter under its
+    decoder.safetensors name (decoder_pos_embed and trainable_cls_token included). The
+    query/key bias gradients are ~1e-10 (0 in exact arithmetic: softmax ignores them).
+  Discriminator step with the SAME decoder weights (the script takes no optimiser step in
+    between; train_stage1 would decode with the updated weights): under no_grad
+    x_hat again (decoder in eval mode; identical to the generator step's), f = clamp(2 x_hat - 1,
+    -1, 1), f = round((f + 1) * 127.5) / 127.5 - 1 (torch.round: half to even);
+    fake_input = aug(f, disc.rand_fake), THEN real_input = aug(2x - 1, disc.rand_real);
+    a fresh copy of the gan_disc state in TRAIN mode: logits_fake = D(fake_input), then
+    logits_real = D(real_input) (each forward does one power iteration per spectral conv, so
+    the real forward uses u, v after two iterations); loss = hinge_d_loss(logits_real,
+    logits_fake). Keys `disc.loss`, `disc.accuracy` = mean(logits_real > logits_fake) [],
+    `disc.logits_fake`, `disc.logits_real` [2,2352], `disc.fake_sum` [2,3] (sum of the
+    discretised f before augmentation), `disc.grad.heads.<...>` for every trainable head
+    parameter (d loss / d p through both forwards; the conv biases before a BatchNormLocal
+    get ~1e-8: compare absolutely) and `disc.u.<prefix>`, `disc.v.<prefix>` the buffers after
+    the step (prefix = the SpectralConv1d's path, e.g. heads.0.0.0).
+  Also `tokens`, `image_mean`, `image_std`, `lin{k}.weight`, and the three rand tables.
+
 synthetic(name, shape): FNV-1a 64 of the name, splitmix64 of (hash + (i+1) * golden), s =
 (z >> 40) * 2^-24 * 2 - 1 in float32; s / sqrt(numel / shape[0]) for rank >= 2, 1 + 0.1 s for
 rank-1 names ending in "weight", 0.1 s otherwise.
@@ -637,6 +690,251 @@ def make_losses(path, ref):
     save(det(out), path)
 
 
+# ---------------------------------------------------------------------------------------------
+# gan_step
+
+TINY_VGG_CFG = [4, 4, "M", 8, 8, "M", 8, 8, 8, "M", 16, 16, 16, "M", 16, 16, 16, "M"]
+TINY_VGG_CHNS = [4, 8, 8, 16, 16]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DISC_WEIGHT = 0.75
+PERCEPTUAL_WEIGHT = 1.0
+MAX_D_WEIGHT = 1e4
+
+
+def _trans_rand(pairs, colour):
+    """A [7,2] DiffAug uniform table whose translations (delta 32 at 256 px:
+    floor(r*65) - 32) are the given (h, w) per sample: r = (t + 32.5) / 65 rounded to 4
+    digits (r*65 stays >= 0.49 away from an integer in float32)."""
+    (h0, h1), (w0, w1) = pairs
+    rows = [[round((t + 32.5) / 65, 4) for t in (h0, h1)],
+            [round((t + 32.5) / 65, 4) for t in (w0, w1)]] + colour
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+STEP_RAND = {
+    # translations h (sample 0, 1), w (sample 0, 1); then brightness, saturation, contrast,
+    # cutout offsets (unused: cutout 0 gives an empty window).
+    "gen.rand": (((-20, 13), (7, -29)),
+                 [[0.30, 0.80], [0.35, 0.90], [0.60, 0.15], [0.10, 0.95], [0.50, 0.00]]),
+    "disc.rand_fake": (((25, -3), (-11, 17)),
+                       [[0.70, 0.25], [0.20, 0.65], [0.85, 0.40], [0.30, 0.60], [0.90, 0.20]]),
+    "disc.rand_real": (((-8, 30), (2, -16)),
+                       [[0.45, 0.05], [0.75, 0.40], [0.30, 0.95], [0.55, 0.15], [0.05, 0.70]]),
+}
+
+
+class patched_tiny_vgg16:
+    """torchvision.models.vgg16 -> an object whose `features` is a VGG-16-layout Sequential
+    (same indices) with TINY_VGG_CFG channels and the synthetic (gained) weights."""
+
+    def __enter__(self):
+        import torchvision
+        from torchvision.models.vgg import make_layers
+
+        self.tv = torchvision.models
+        self.orig = self.tv.vgg16
+
+        def fake(*args, **kwargs):
+            feats = make_layers(TINY_VGG_CFG, batch_norm=False)
+            state = {}
+            for k, t in feats.state_dict().items():
+                v = synthetic("features." + k, tuple(t.shape))
+                if k.endswith("weight"):
+                    v = (v * VGG_GAIN).astype(np.float32)
+                state[k] = torch.from_numpy(v)
+            feats.load_state_dict(state)
+            return types.SimpleNamespace(features=feats)
+
+        self.tv.vgg16 = fake
+        return self
+
+    def __exit__(self, *exc):
+        self.tv.vgg16 = self.orig
+
+
+def make_step(path, ref):
+    """One generator step and one discriminator step of src/train_stage1.py."""
+    import json
+
+    import disc.dinodisc as dd
+    import disc.diffaug as da
+    import disc.lpips as rl
+    from disc.discriminator import DinoDiscriminator
+    from disc.gan_loss import hinge_d_loss, vanilla_g_loss
+    from safetensors.torch import load_file
+
+    # The `stage1` package's __init__ imports every encoder; only the decoder is needed.
+    pkg = types.ModuleType("stage1")
+    pkg.__path__ = [os.path.join(ref, "src", "stage1")]
+    sys.modules.setdefault("stage1", pkg)
+    from stage1.decoders.decoder import GeneralDecoder
+    from stage1.decoders.utils import ViTMAEConfig
+
+    fixtures = os.path.dirname(path)
+    torch.manual_seed(20250107)
+    out = {}
+
+    # --- decoder (as train_stage1: decoder.train(), requires_grad_(True) on ALL of it, which
+    # makes the "frozen" sin-cos decoder_pos_embed trainable too).
+    with open(os.path.join(fixtures, "decoder_config.json")) as f:
+        cfg = ViTMAEConfig(**json.load(f))
+    dec_state = load_file(os.path.join(fixtures, "decoder.safetensors"))
+    decoder = GeneralDecoder(cfg, num_patches=256)
+    decoder.load_state_dict(dec_state, strict=True)
+    decoder.train()
+    decoder.requires_grad_(True)
+    params = dict(decoder.named_parameters())
+    assert set(params) == set(dec_state), set(params) ^ set(dec_state)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def decode(z):  # RAE.decode without latent normalisation, tokens already [B, N, C]
+        logits = decoder(z, drop_cls_token=False).logits
+        return decoder.unpatchify(logits) * std + mean
+
+    gen = torch.Generator().manual_seed(20250108)
+    tokens = torch.randn(2, 256, 32, generator=gen)
+    u = (hashes("gan_step.x", 2 * 3 * 256 * 256) >> np.uint64(40)).astype(np.float32)
+    x = torch.from_numpy((u * np.float32(2.0**-24)).reshape(2, 3, 256, 256))
+    out.update(tokens=tokens, image_mean=mean.flatten(), image_std=std.flatten())
+
+    # --- LPIPS with the tiny VGG; heads replaced by tiny ones (use_dropout=True as default).
+    orig_load = rl.LPIPS._load_pretrained_weights
+    rl.LPIPS._load_pretrained_weights = lambda self, name="vgg_lpips": None
+    try:
+        with patched_tiny_vgg16():
+            lpips = rl.LPIPS()
+    finally:
+        rl.LPIPS._load_pretrained_weights = orig_load
+    lpips.chns = list(TINY_VGG_CHNS)
+    for k, c in enumerate(TINY_VGG_CHNS):
+        lin = rl.NetLinLayer(c, use_dropout=True)
+        with torch.no_grad():
+            w = torch.from_numpy(np.abs(synthetic(f"lin{k}.model.1.weight", (1, c, 1, 1))))
+            lin.model[1].weight.copy_(w)
+        setattr(lpips, f"lin{k}", lin)
+        out[f"lin{k}.weight"] = w
+    for p_ in lpips.parameters():
+        p_.requires_grad = False
+    lpips.eval()  # train_stage1: lpips.eval() (the heads' Dropout is then a no-op)
+    feats = [m for s in (lpips.net.slice1, lpips.net.slice2, lpips.net.slice3,
+                         lpips.net.slice4, lpips.net.slice5) for m in s]
+    assert len(feats) == 30 and all(isinstance(feats[i], nn.Conv2d) for i in VGG_CONVS)
+    assert [feats[i].out_channels for i in (2, 7, 14, 21, 28)] == TINY_VGG_CHNS
+
+    # --- discriminator: gan_disc.safetensors' DINO checkpoint and heads state.
+    dd.recipes["tiny"] = dict(TINY)
+    gd = load_file(os.path.join(fixtures, "gan_disc.safetensors"))
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "dino_tiny.pth")
+        torch.save({k[5:]: v.clone() for k, v in gd.items() if k.startswith("dino.")}, p)
+        disc = DinoDiscriminator(device=torch.device("cpu"), dino_ckpt_path=p, ks=9,
+                                 key_depths=(0, 2), norm_type="bn", using_spec_norm=True,
+                                 norm_eps=1e-6, recipe="tiny")
+    heads_state = {k: v for k, v in gd.items() if k.startswith("heads.")}
+    disc.load_state_dict(heads_state, strict=True)
+    for k, v in disc.state_dict().items():
+        assert torch.equal(v, heads_state[k]), k
+    disc_train = copy.deepcopy(disc)  # the fresh copy for the discriminator step
+    disc.eval()
+    with torch.no_grad():
+        assert torch.allclose(disc.classify(gd["x"]), gd["eval.logits"], atol=1e-5)
+
+    # --- DiffAug with controlled uniforms (consumed in order).
+    rands = {k: _trans_rand(*v) for k, v in STEP_RAND.items()}
+    out.update(rands)
+    queue = []
+
+    class TorchProxy(types.ModuleType):
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def rand(*shape, **kwargs):
+            if tuple(shape) == (3,):
+                return torch.zeros(3)
+            assert tuple(shape) == (7, 2, 1, 1), shape
+            return queue.pop(0).reshape(7, 2, 1, 1).clone()
+
+    aug = da.DiffAug(prob=1.0, cutout=0.0)
+    orig_torch = da.torch
+    da.torch = TorchProxy("torch_proxy")
+    try:
+        # ---------------- generator step (train_stage1 lines ~376-410)
+        queue[:] = [rands["gen.rand"]]
+        real_normed = x * 2.0 - 1.0
+        disc.eval()
+        x_hat = decode(tokens)
+        x_hat.retain_grad()
+        recon_normed = x_hat * 2.0 - 1.0
+        rec_loss = (x_hat - x).abs().mean()
+        lpips_loss = lpips(real_normed, recon_normed)
+        recon_total = rec_loss + PERCEPTUAL_WEIGHT * lpips_loss
+        fake_aug = aug.aug(recon_normed)
+        logits_fake_g, _ = disc(fake_aug, None)
+        gan_loss = vanilla_g_loss(logits_fake_g)
+        lam = load_adaptive_weight(ref)(recon_total, gan_loss, decoder.decoder_pred.weight,
+                                        MAX_D_WEIGHT)
+        total = recon_total + DISC_WEIGHT * lam * gan_loss
+        total.backward()
+        assert not queue
+        for k, v in disc.state_dict().items():
+            assert torch.equal(v, heads_state[k]), f"eval forward changed {k}"
+        out.update({"gen.l1": rec_loss, "gen.lpips": lpips_loss, "gen.gan": gan_loss,
+                    "gen.lambda": lam, "gen.total": total,
+                    "gen.logits_fake": logits_fake_g,
+                    "gen.xhat_sum": x_hat.detach().sum((2, 3)),
+                    "gen.dxhat_sum": x_hat.grad.sum((2, 3))})
+        for name, p_ in decoder.named_parameters():
+            assert p_.grad is not None, name
+            out[f"gen.grad.{name}"] = p_.grad
+        assert 1e-3 < lam.item() < 0.5 * MAX_D_WEIGHT, lam
+
+        # ---------------- discriminator step (lines ~423-445), same decoder weights
+        queue[:] = [rands["disc.rand_fake"], rands["disc.rand_real"]]
+        decoder.eval()
+        disc_train.train()
+        with torch.no_grad():
+            recon_disc = decode(tokens)
+            recon_disc_normed = recon_disc * 2.0 - 1.0
+        same = torch.equal(recon_disc, x_hat.detach())
+        fake = recon_disc_normed.clamp(-1.0, 1.0)
+        fake = torch.round((fake + 1.0) * 127.5) / 127.5 - 1.0
+        fake_input = aug.aug(fake)
+        real_input = aug.aug(real_normed)
+        assert not queue
+        logits_fake, logits_real = disc_train(fake_input, real_input)
+        d_loss = hinge_d_loss(logits_real, logits_fake)
+        accuracy = (logits_real > logits_fake).float().mean()
+        d_loss.backward()
+    finally:
+        da.torch = orig_torch
+    out.update({"disc.loss": d_loss, "disc.accuracy": accuracy,
+                "disc.logits_fake": logits_fake, "disc.logits_real": logits_real,
+                "disc.fake_sum": fake.sum((2, 3))})
+    n_grad = 0
+    for name, p_ in disc_train.named_parameters():
+        assert p_.grad is not None, name
+        out[f"disc.grad.{name}"] = p_.grad
+        n_grad += 1
+    for name, m in disc_train.named_modules():
+        if isinstance(m, dd.SpectralConv1d):
+            out[f"disc.u.{name}"] = m.weight_u
+            out[f"disc.v.{name}"] = m.weight_v
+
+    clipped = ((recon_disc_normed < -1) | (recon_disc_normed > 1)).float().mean()
+    print(f"step: x_hat mean {x_hat.mean():.4f} std {x_hat.std():.4f}, "
+          f"fraction of 2x_hat-1 outside [-1,1] {clipped:.4f}; "
+          f"disc-step recon == gen-step recon bitwise: {same}")
+    for k in ("gen.l1", "gen.lpips", "gen.gan", "gen.lambda", "gen.total", "disc.loss",
+              "disc.accuracy"):
+        print(f"    {k} = {out[k].item():.9g}")
+    print(f"    logits: gen fake mean {logits_fake_g.mean():.4f}; disc fake mean "
+          f"{logits_fake.mean():.4f}, real mean {logits_real.mean():.4f}; {n_grad} head grads")
+    save(det(out), path)
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -652,6 +950,7 @@ def main():
     make_disc(os.path.join(out, "gan_disc.safetensors"), args.reference)
     make_diffaug(os.path.join(out, "gan_diffaug.safetensors"), args.reference)
     make_losses(os.path.join(out, "gan_losses.safetensors"), args.reference)
+    make_step(os.path.join(out, "gan_step.safetensors"), args.reference)
     print("torch", torch.__version__)
 
 

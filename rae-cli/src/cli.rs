@@ -235,6 +235,9 @@ pub struct TrainArgs {
     /// Log a line every N steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: u64,
+    /// Stage 1's LPIPS and discriminator (§2.7).
+    #[command(flatten)]
+    pub gan: Box<crate::config::gan_args::GanArgs>,
     /// Noise scale τ of decoder training (stage 1).
     #[arg(long, default_value_t = 0.8)]
     pub noise_tau: f32,

@@ -12,8 +12,8 @@
 //! command's arguments unless that flag was given on the command line (flags win); what no
 //! flag expresses (the DiT architecture, AdamW betas, an epoch-based learning-rate schedule,
 //! the number of epochs) travels in a [`TrainPlan`] or [`SamplePlan`]. Unknown keys are
-//! reported one line per key with its dotted path; `gan` is accepted and reported as not
-//! implemented.
+//! reported one line per key with its dotted path. `gan` (stage 1's LPIPS and
+//! discriminator, §2.7) is read by `apply_gan.rs`.
 //!
 //! Relative paths are looked up as the reference does, from the current folder, and then from
 //! the config file's folder and each folder above it (so a config inside a checkout of the
@@ -22,6 +22,9 @@
 //! folder.
 
 mod apply;
+mod apply_gan;
+pub mod gan;
+pub mod gan_args;
 mod optim;
 pub mod plan;
 pub mod rae_paths;
@@ -228,11 +231,6 @@ impl RefConfig {
             .into_iter()
             .map(|k| format!("config {src}: unknown key {k}"))
             .collect();
-        if self.has("gan") {
-            notes.push(format!(
-                "config {src}: gan: the GAN and LPIPS losses of stage 1 (§2.7) are not implemented yet; the decoder is trained with the L1 loss alone"
-            ));
-        }
         if self.has("eval") {
             notes.push(format!(
                 "config {src}: eval: evaluation is not run during training; use `rae-cli eval` on the samples"

@@ -228,12 +228,27 @@ fn stage1_training_config_equals_its_flags() {
     let path = cfg_path(STAGE1);
     let enc = fixture("dinov2").display().to_string();
     let (y, notes) = train_args(&["--config", &path, "--encoder", &enc]);
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("gan") && n.contains("not implemented")),
-        "{notes:?}"
+    assert!(!notes.iter().any(|n| n.contains("gan")), "{notes:?}");
+    // The gan block: the discriminator's checkpoint, recipe and kernel, the loss weights and
+    // the epoch switches of §2.7.2.
+    let g = &y.gan;
+    assert!(g.from_config.is_some() && !g.no_gan);
+    assert!(g
+        .disc_weights
+        .as_ref()
+        .unwrap()
+        .ends_with("models/discs/dino_vit_small_patch8_224.pth"));
+    assert_eq!(g.disc_recipe.as_deref(), Some("S_8"));
+    assert_eq!(g.disc_ks, Some(9));
+    assert_eq!(
+        (g.disc_weight, g.perceptual_weight),
+        (Some(0.75), Some(1.0))
     );
+    assert_eq!(
+        (g.lpips_start, g.disc_upd_start, g.disc_start),
+        (Some(0.0), Some(6.0), Some(8.0))
+    );
+    assert_eq!((g.max_d_weight, g.diffaug_cutout), (Some(1e4), Some(0.0)));
     assert_eq!(y.stage, Some(1));
     assert_eq!(y.noise_tau, 0.8);
     assert_eq!(y.batch_size, Some(512));
@@ -293,7 +308,7 @@ fn unknown_keys_are_reported_by_path() {
     let p = d.join("x.yaml");
     std::fs::write(
         &p,
-        "misc:\n  num_classes: 10\n  colour: red\ntraining:\n  epochs: 2\n  foo: 1\n  optimizer:\n    lr: 1.0e-3\n    momentum: 0.9\nstage_2:\n  params:\n    input_size: 8\n    hidden_size: [64, 128]\n    num_heads: [4, 4]\n    bar: true\nwhatever: {a: 1}\ngan: {anything: {goes: here}}\n",
+        "misc:\n  num_classes: 10\n  colour: red\ntraining:\n  epochs: 2\n  foo: 1\n  optimizer:\n    lr: 1.0e-3\n    momentum: 0.9\nstage_2:\n  params:\n    input_size: 8\n    hidden_size: [64, 128]\n    num_heads: [4, 4]\n    bar: true\nwhatever: {a: 1}\ngan: {loss: {disc_weight: 0.5, colour: 1}}\n",
     )
     .unwrap();
     let c = RefConfig::load(&p).unwrap();
@@ -304,7 +319,8 @@ fn unknown_keys_are_reported_by_path() {
             "training.foo",
             "training.optimizer.momentum",
             "stage_2.params.bar",
-            "whatever"
+            "whatever",
+            "gan.loss.colour"
         ]
     );
     let notes = c.notes().unwrap();
@@ -664,8 +680,9 @@ fn train_with_a_yaml_config_uses_its_model_optimizer_schedule_and_epochs() {
         "16",
         "--out",
         out1.to_str().unwrap(),
+        "--no-gan",
     ]);
-    assert!(log.contains("not implemented"), "{log}");
+    assert!(log.contains("objective") && !log.contains("LPIPS"), "{log}");
     let ck1 = out1.join("decoder-train.safetensors");
     assert_eq!(load_tensor_file(&ck1).unwrap().meta("step"), Some("2"));
     let m1 = meta_config(&ck1);

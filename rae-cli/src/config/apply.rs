@@ -300,6 +300,9 @@ impl RefConfig {
             a.stage = Some(stage);
         }
         self.apply_stage1(&mut a.rae, explicit, &mut notes)?;
+        if a.stage == Some(1) {
+            self.apply_gan(&mut a.gan, explicit)?;
+        }
         let set = |name: &str| !explicit(name);
         if set("time_dist") {
             if let Some(t) = self.string("transport.params.time_dist_type")? {

@@ -129,6 +129,37 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
             "final_lr",
             "warmup_from_zero",
         ],
+        "gan" => &["disc", "loss"],
+        "gan.disc" => &["arch", "optimizer", "scheduler", "augment"],
+        "gan.disc.arch" => &[
+            "dino_ckpt_path",
+            "ks",
+            "key_depths",
+            "norm_type",
+            "using_spec_norm",
+            "recipe",
+        ],
+        "gan.disc.optimizer" => &["lr", "betas", "weight_decay"],
+        "gan.disc.scheduler" => &[
+            "type",
+            "warmup_epochs",
+            "decay_end_epoch",
+            "base_lr",
+            "final_lr",
+            "warmup_from_zero",
+        ],
+        "gan.disc.augment" => &["prob", "cutout"],
+        "gan.loss" => &[
+            "disc_loss",
+            "gen_loss",
+            "disc_weight",
+            "perceptual_weight",
+            "disc_start",
+            "disc_upd_start",
+            "lpips_start",
+            "max_d_weight",
+            "disc_updates",
+        ],
         "eval" => &[
             "eval_interval",
             "eval_model",
@@ -140,10 +171,9 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// Sections whose contents are accepted as they are (passed to the encoder constructor, or
-/// belonging to the not-yet-implemented GAN training).
+/// Sections whose contents are accepted as they are (passed to the encoder constructor).
 fn free_section(path: &str) -> bool {
-    matches!(path, "stage_1.params.encoder_params" | "gan")
+    path == "stage_1.params.encoder_params"
 }
 
 pub(super) fn join(section: &str, key: &str) -> String {

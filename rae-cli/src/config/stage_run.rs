@@ -136,6 +136,8 @@ pub struct Stage1Run {
     pub files: StageFiles,
     /// Where the decoder's EMA weights go at the end.
     pub final_path: PathBuf,
+    /// LPIPS and the discriminator (`None`: the L1 loss alone).
+    pub gan: Option<super::gan::GanRun>,
     noise_rule_name: String,
     /// The settings of the whole `train` run (recorded with the stage's).
     train: Vec<(&'static str, String)>,
@@ -201,6 +203,7 @@ impl TrainRun {
             seed: a.seed,
             files,
             final_path,
+            gan: super::gan::GanRun::settle(&a.gan, spe)?,
             noise_rule_name: a.noise_rule.clone(),
             train: self.settings(),
         })
@@ -221,6 +224,10 @@ impl Stage1Run {
         s.push(("noise_tau", self.noise.noise_tau.to_string()));
         s.push(("noise_rule", self.noise_rule_name.clone()));
         s.push(("seed", self.seed.to_string()));
+        match &self.gan {
+            Some(g) => s.extend(g.settings()),
+            None => s.push(("objective", "L1".into())),
+        }
         s.extend(self.files.settings());
         s.push(("decoder_out", self.final_path.display().to_string()));
         s

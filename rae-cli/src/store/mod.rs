@@ -11,6 +11,7 @@ pub mod diffusers;
 pub mod dit;
 pub mod encoders;
 pub mod eval_stats;
+pub mod gan;
 pub mod inception;
 pub mod latents;
 pub mod npz;
@@ -26,6 +27,7 @@ pub use dit::{
 };
 pub use encoders::{load_encoder_dir, save_encoder_dir, EncoderConfig, Family};
 pub use eval_stats::{is_eval_stats, load_eval_stats, save_eval_stats, EvalStats};
+pub use gan::{load_discriminator, load_lpips};
 pub use inception::load_inception;
 pub use latents::{load_latents, load_noise, save_latents, LatentCache};
 pub use npz::{parse_npy, NpyArray, NpyDtype, Npz};

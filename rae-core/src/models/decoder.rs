@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use super::config::Cfg;
 use super::Mode;
-use crate::backend::{Backend, NormStats, PatchOrder, Unary};
+use crate::backend::{Backend, NormStats, PatchOrder, Reduce, Unary};
 use crate::error::{Error, Result};
 use crate::json::JsonValue;
 use crate::nn::tables::sincos_2d;
@@ -366,6 +366,36 @@ impl<B: Backend> RaeDecoder<B> {
         Ok((img, saved))
     }
 
+    /// The gradient of `decoder_pred.weight` alone for the image gradient `dimg` (the
+    /// adaptive GAN weight of §2.7.2 compares two of these): `dyᵀ·h` over every position,
+    /// the CLS row's zero gradient included.
+    pub fn pred_weight_grad(
+        &self,
+        b: &B,
+        s: &DecoderSaved<B>,
+        dimg: &Tensor<B>,
+    ) -> Result<Tensor<B>> {
+        let dy = self.pred_output_grad(b, dimg)?;
+        let pv = self.config.patch_values();
+        let cd = self.config.decoder_hidden_size;
+        let rows = dy.numel() / pv;
+        b.matmul(
+            &dy.reshape(&[rows, pv])?,
+            &s.norm_out.reshape(&[rows, cd])?,
+            true,
+            false,
+        )
+    }
+
+    /// The image gradient as the gradient of `decoder_pred`'s output `[B, N + 1, p²·3]`.
+    fn pred_output_grad(&self, b: &B, dimg: &Tensor<B>) -> Result<Tensor<B>> {
+        let cfg = &self.config;
+        let dlogits = b.patchify(dimg, cfg.patch_size, PatchOrder::ChannelLast)?;
+        let (bs, pv) = (dlogits.dims()[0], cfg.patch_values());
+        let zero_cls = b.zeros(&[bs, 1, pv])?;
+        b.concat_mid(&[&zero_cls, &dlogits], bs, pv)
+    }
+
     /// Backward from the gradient of the image; returns the gradient of the input tokens.
     pub fn backward(
         &self,
@@ -375,21 +405,19 @@ impl<B: Backend> RaeDecoder<B> {
         grads: &mut Grads<B>,
     ) -> Result<Tensor<B>> {
         let cfg = &self.config;
-        let dlogits = b.patchify(dimg, cfg.patch_size, PatchOrder::ChannelLast)?;
-        let (bs, n, cd, pv) = (
-            dlogits.dims()[0],
-            cfg.num_tokens(),
-            cfg.decoder_hidden_size,
-            cfg.patch_values(),
-        );
-        let zero_cls = b.zeros(&[bs, 1, pv])?;
-        let dy = b.concat_mid(&[&zero_cls, &dlogits], bs, pv)?;
+        let dy = self.pred_output_grad(b, dimg)?;
+        let (bs, n, cd) = (dy.dims()[0], cfg.num_tokens(), cfg.decoder_hidden_size);
         let dhn = self.pred.backward(b, &s.norm_out, &dy, grads)?;
         let mut dh = self
             .norm
             .backward(b, &s.norm_in, &s.norm_stats, &dhn, grads)?;
         for (layer, ls) in self.layers.iter().zip(&s.layers).rev() {
             dh = layer.backward(b, ls, &dh, grads)?;
+        }
+        if self.pos.trainable() {
+            // Stage 1 trains the table as the reference does (§2.7): the batch sum.
+            let dpos = b.reduce(Reduce::Sum, &dh, [1, bs, (n + 1) * cd])?;
+            grads.add(b, &self.pos, dpos)?;
         }
         let dcls = b
             .slice_mid(&dh, [bs, n + 1, cd], 0, 1)?

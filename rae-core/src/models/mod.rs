@@ -15,7 +15,7 @@ pub mod rae;
 pub mod siglip;
 
 pub use config::Cfg;
-pub use decoder::{DecoderConfig, RaeDecoder};
+pub use decoder::{DecoderConfig, DecoderSaved, RaeDecoder};
 pub use dinov2::{Dinov2Config, Dinov2Encoder, PosInterp};
 pub use dit::{DitConfig, DitDh, DitSaved};
 pub use encoder::Encoder;

@@ -68,7 +68,7 @@ impl<B: Backend> Bilinear<B> {
             _ => Err(Error::bad_shape(
                 what,
                 x.shape(),
-                &alloc::format!("expected [n, c, {}, {}]", hw.0, hw.1),
+                alloc::format!("expected [n, c, {}, {}]", hw.0, hw.1),
             )),
         }
     }

@@ -7,6 +7,7 @@
 mod collective;
 mod optimizer;
 mod stage1;
+mod stage1_gan;
 mod stage2;
 mod state;
 mod trainer;
@@ -17,6 +18,10 @@ pub use collective::{
 };
 pub use optimizer::{Optimizer, OptimizerConfig, StepReport};
 pub use stage1::{stage1_step, stage1_step_reduced, Stage1Config, Stage1Trainer};
+pub use stage1_gan::{
+    discriminator_objective, generator_objective, quantised_fake, DiscState, DiscTerms, GanConfig,
+    GenTerms, Stage1GanTrainer,
+};
 pub use stage2::{stage2_step, stage2_step_reduced, Stage2Config, Stage2Trainer};
 pub use state::{RngState, TrainCheckpoint};
 pub use trainer::{run, GradHook, LoopHooks, NoReduce, RunState, StepOutcome, Trainer};
@@ -46,6 +51,8 @@ pub mod streams {
     pub const TOKEN_NOISE: u64 = 0x7104;
     /// Data order and augmentation (host, used by the data loader).
     pub const DATA: u64 = 0x7105;
+    /// DiffAug's uniforms of the stage-1 GAN (host).
+    pub const DIFFAUG: u64 = 0x7106;
 }
 
 /// The trainable parameters of `m`, in [`Module::visit`] order.

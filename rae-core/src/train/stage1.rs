@@ -48,26 +48,58 @@ pub fn stage1_step_reduced<B: Backend>(
     hook: &mut dyn super::GradHook<B>,
 ) -> Result<(f32, StepReport)> {
     let tokens = rae.encode_tokens(b, images)?;
-    let tokens = if cfg.noise_tau > 0.0 {
-        let bs = tokens.dims()[0].max(1);
-        let noise = cfg
-            .shard
-            .take(&mut rng.token_noise, bs, (tokens.numel() / bs) as u64);
-        let mut levels = cfg.shard.take(&mut rng.token_level, bs, 1);
-        rae.add_token_noise(
-            b,
-            &tokens,
-            cfg.noise_tau,
-            cfg.noise_rule,
-            &mut levels,
-            noise.key,
-            noise.position,
-        )?
-    } else {
-        tokens
-    };
+    let tokens = noisy_tokens(b, rae, rng, cfg, &tokens)?;
     let (img_std, saved) = rae.decoder.forward(b, &tokens, Mode::Train)?;
     let x_hat = rae.destandardize(b, &img_std)?;
+    let (loss, dxhat) = l1_term(b, &x_hat, images)?;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite {
+            what: format!("the stage-1 loss at step {}", opt.step() + 1),
+        });
+    }
+    let dimg = to_standardized_grad(b, rae, &dxhat)?;
+    let saved = saved
+        .ok_or_else(|| Error::invalid("stage-1 step", "training forward kept no activations"))?;
+    let mut grads = Grads::new();
+    rae.decoder.backward(b, &saved, &dimg, &mut grads)?;
+    let report = opt.apply_reduced(b, &mut rae.decoder, &grads, hook)?;
+    Ok((loss, report))
+}
+
+/// The encoder's tokens with the per-sample latent noise of decoder training (§2.5) when
+/// `τ > 0`, drawn from this process's share of the streams.
+pub(crate) fn noisy_tokens<B: Backend>(
+    b: &B,
+    rae: &Rae<B>,
+    rng: &mut RngState,
+    cfg: &Stage1Config,
+    tokens: &Tensor<B>,
+) -> Result<Tensor<B>> {
+    if cfg.noise_tau <= 0.0 {
+        return Ok(tokens.clone());
+    }
+    let bs = tokens.dims()[0].max(1);
+    let noise = cfg
+        .shard
+        .take(&mut rng.token_noise, bs, (tokens.numel() / bs) as u64);
+    let mut levels = cfg.shard.take(&mut rng.token_level, bs, 1);
+    rae.add_token_noise(
+        b,
+        tokens,
+        cfg.noise_tau,
+        cfg.noise_rule,
+        &mut levels,
+        noise.key,
+        noise.position,
+    )
+}
+
+/// `mean|x̂ − x|` and its gradient with respect to `x̂` (§2.7.2).
+pub(crate) fn l1_term<B: Backend>(
+    b: &B,
+    x_hat: &Tensor<B>,
+    images: &Tensor<B>,
+) -> Result<(f32, Tensor<B>)> {
     if x_hat.dims() != images.dims() {
         return Err(Error::shape(
             "stage-1 step (decoder output vs images)",
@@ -75,25 +107,24 @@ pub fn stage1_step_reduced<B: Backend>(
             x_hat.shape(),
         ));
     }
-    let diff = b.binary(Binary::Sub, &x_hat, images)?;
+    let diff = b.binary(Binary::Sub, x_hat, images)?;
     let n = diff.numel() as f32;
     let loss = b.scalar(&b.sum_all(&b.unary(Unary::Abs, &diff)?)?)? / n;
-    if !loss.is_finite() {
-        return Err(Error::NonFinite {
-            what: format!("the stage-1 loss at step {}", opt.step() + 1),
-        });
-    }
-    // d/dx̂ mean|x̂ − x| = sign/n, then through x̂ = img·σ + μ (per channel).
-    let dxhat = b.unary_backward(Unary::Abs, &diff, &b.full(diff.dims(), 1.0 / n)?)?;
+    // d/dx̂ mean|x̂ − x| = sign/n.
+    let d = b.unary_backward(Unary::Abs, &diff, &b.full(diff.dims(), 1.0 / n)?)?;
+    Ok((loss, d))
+}
+
+/// A gradient with respect to the `[0, 1]`-scale image `x̂ = img·σ + μ` as one with respect
+/// to the decoder's standardised output `img` (per channel).
+pub(crate) fn to_standardized_grad<B: Backend>(
+    b: &B,
+    rae: &Rae<B>,
+    dxhat: &Tensor<B>,
+) -> Result<Tensor<B>> {
     let d = dxhat.dims().to_vec();
     let sigma = b.upload(&rae.image_std, &[3])?;
-    let dimg = b.bcast_affine(&dxhat, Some(&sigma), None, [d[0], 3, d[2] * d[3]])?;
-    let saved = saved
-        .ok_or_else(|| Error::invalid("stage-1 step", "training forward kept no activations"))?;
-    let mut grads = Grads::new();
-    rae.decoder.backward(b, &saved, &dimg, &mut grads)?;
-    let report = opt.apply_reduced(b, &mut rae.decoder, &grads, hook)?;
-    Ok((loss, report))
+    b.bcast_affine(dxhat, Some(&sigma), None, [d[0], 3, d[2] * d[3]])
 }
 
 /// The stage-1 [`Trainer`](super::Trainer): the decoder of a RAE (its encoder frozen), the

@@ -28,6 +28,8 @@ pub struct RngState {
     pub token_noise: PhiloxStream,
     /// Data order and augmentation.
     pub data: PhiloxStream,
+    /// DiffAug's uniforms before the stage-1 discriminator (§2.7.6).
+    pub diffaug: PhiloxStream,
 }
 
 impl RngState {
@@ -40,10 +42,11 @@ impl RngState {
             token_level: PhiloxStream::new(seed, streams::TOKEN_LEVEL),
             token_noise: PhiloxStream::new(seed, streams::TOKEN_NOISE),
             data: PhiloxStream::new(seed, streams::DATA),
+            diffaug: PhiloxStream::new(seed, streams::DIFFAUG),
         }
     }
 
-    fn all(&self) -> [(&'static str, &PhiloxStream); 6] {
+    fn all(&self) -> [(&'static str, &PhiloxStream); 7] {
         [
             ("time", &self.time),
             ("label_drop", &self.label_drop),
@@ -51,6 +54,7 @@ impl RngState {
             ("token_level", &self.token_level),
             ("token_noise", &self.token_noise),
             ("data", &self.data),
+            ("diffaug", &self.diffaug),
         ]
     }
 
@@ -84,6 +88,10 @@ impl RngState {
         s.token_level.position = get("rng.token_level")?;
         s.token_noise.position = get("rng.token_noise")?;
         s.data.position = get("rng.data")?;
+        // Absent in checkpoints written before the GAN objective existed: unused there.
+        if meta.iter().any(|(n, _)| n == "rng.diffaug") {
+            s.diffaug.position = get("rng.diffaug")?;
+        }
         Ok(s)
     }
 }

@@ -70,11 +70,15 @@ impl<'a> StageProgress<'a> {
             rep.lr,
             self.tp.rate()
         ));
-        self.window.push(loss);
+        self.window.push(loss, &out.terms);
         if done.is_multiple_of(self.log_every) || done == self.steps {
-            let loss_mean = self.window.take();
+            let (loss_mean, terms) = self.window.take();
+            // The named terms when there is more than the loss itself (stage 1 with LPIPS
+            // and the GAN: L1, LPIPS, G, λ, D, the discriminator's accuracy and rate).
+            let terms = if terms.len() > 1 { terms } else { Vec::new() };
+            let extra: String = terms.iter().map(|(n, v)| format!(" {n} {v:.4}")).collect();
             let line = format!(
-                "{} step {done}/{} {} {:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s",
+                "{} step {done}/{} {} {:.5} lr {:.3e} grad-norm {:.3} {:.1} img/s{extra}",
                 self.stage,
                 self.steps,
                 self.loss_name,
@@ -87,7 +91,7 @@ impl<'a> StageProgress<'a> {
             if crate::dist::is_lead() {
                 append_line(
                     &self.out.join("metrics.jsonl"),
-                    &metrics_line(self.stage, done, loss_mean, rep, self.tp.rate()),
+                    &metrics_line(self.stage, done, loss_mean, rep, self.tp.rate(), &terms),
                 );
             }
         }
@@ -102,36 +106,48 @@ fn metrics_line(
     loss: f64,
     rep: &rae_core::train::StepReport,
     rate: f64,
+    terms: &[(&'static str, f64)],
 ) -> String {
     use rae_core::json::JsonValue;
-    JsonValue::object([
+    let mut fields = vec![
         ("stage", JsonValue::from(stage)),
         ("step", step.into()),
         ("loss", loss.into()),
         ("lr", rep.lr.into()),
         ("grad_norm", (rep.grad_norm as f64).into()),
         ("images_per_s", rate.into()),
-    ])
-    .to_string()
+    ];
+    fields.extend(terms.iter().map(|(n, v)| (*n, JsonValue::from(*v))));
+    JsonValue::object(fields).to_string()
 }
 
-/// Mean of the losses since the last log line (single-batch losses are noisy).
+/// Means of the loss and of each named term since the last log line (single-batch losses
+/// are noisy).
 #[derive(Debug, Default)]
 struct LossWindow {
     sum: f64,
     n: usize,
+    terms: Vec<(&'static str, f64)>,
 }
 
 impl LossWindow {
-    fn push(&mut self, loss: f32) {
+    fn push(&mut self, loss: f32, terms: &[(&'static str, f32)]) {
         self.sum += loss as f64;
         self.n += 1;
+        for &(name, v) in terms {
+            match self.terms.iter_mut().find(|t| t.0 == name) {
+                Some(t) => t.1 += v as f64,
+                None => self.terms.push((name, v as f64)),
+            }
+        }
     }
 
-    fn take(&mut self) -> f64 {
-        let m = self.sum / self.n.max(1) as f64;
+    fn take(&mut self) -> (f64, Vec<(&'static str, f64)>) {
+        let n = self.n.max(1) as f64;
+        let m = self.sum / n;
+        let terms = self.terms.iter().map(|&(k, v)| (k, v / n)).collect();
         *self = LossWindow::default();
-        m
+        (m, terms)
     }
 }
 

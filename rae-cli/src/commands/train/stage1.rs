@@ -1,10 +1,13 @@
-//! Stage 1 from the command line: a [`Stage1Trainer`] for the decoder of a frozen encoder,
-//! fed with image batches and driven by the core training loop.
+//! Stage 1 from the command line: a [`Stage1Trainer`] (L1) or a [`Stage1GanTrainer`] (L1 +
+//! LPIPS + GAN, §2.7) for the decoder of a frozen encoder, fed with image batches and driven
+//! by the core training loop.
 
-use rae_core::models::{Encoder, RaeDecoder};
-use rae_core::nn::Init;
-use rae_core::train::{Optimizer, RngState, RunState, Stage1Trainer};
-use rae_core::Backend;
+use rae_core::models::{Encoder, Rae, RaeDecoder};
+use rae_core::nn::{Init, ParamKind};
+use rae_core::train::{
+    DiscState, Optimizer, RngState, RunState, Stage1GanTrainer, Stage1Trainer, Trainer,
+};
+use rae_core::{Backend, Tensor};
 
 use super::progress::{CliHooks, StageProgress};
 use crate::config::Stage1Run;
@@ -12,7 +15,7 @@ use crate::data::loader::{with_loader, Images, DEFAULT_AHEAD};
 use crate::data::{BatchOrder, Dataset};
 use crate::errors::{CliError, CliResult};
 use crate::presets;
-use crate::store::{read_train_checkpoint, save_decoder};
+use crate::store::{load_discriminator, load_lpips, read_train_checkpoint, save_decoder};
 
 /// Stage 1: trains a decoder for `encoder` as `run` settles it; writes the EMA decoder to
 /// `run.final_path` and returns it. `workers` threads decode the images ahead of the step
@@ -24,23 +27,77 @@ pub fn train_decoder<B: Backend>(
     ds: &dyn Dataset,
     workers: usize,
 ) -> CliResult<RaeDecoder<B>> {
-    let (bs, steps, files) = (run.batch_size, run.steps, &run.files);
-    let decoder = RaeDecoder::new(b, &mut Init::new(run.seed ^ 0xDEC0), run.decoder.clone())?;
+    let mut decoder = RaeDecoder::new(b, &mut Init::new(run.seed ^ 0xDEC0), run.decoder.clone())?;
+    // The reference trains every decoder parameter in stage 1, the sin-cos position table
+    // included (`rae.decoder.requires_grad_(True)` in src/train_stage1.py, §2.7.7).
+    decoder.pos.kind = ParamKind::Trainable;
     let rae = presets::assemble_rae(encoder, decoder, None, None)?;
+    crate::say!("{run}");
+    crate::say!(
+        "stage 1: decoder {} params, batch {}, {} steps, lr {:.1e}, noise τ {}",
+        presets::count(&rae.decoder),
+        run.batch_size,
+        run.steps,
+        run.optimizer.schedule.base_lr,
+        run.noise.noise_tau
+    );
+    let state = RunState {
+        opt: Optimizer::new(b, &rae.decoder, run.optimizer.clone())?,
+        rng: RngState::new(run.seed),
+        metadata: run.to_metadata()?,
+    };
+    let Some(gan) = &run.gan else {
+        let mut t = Stage1Trainer {
+            state,
+            rae,
+            config: run.noise,
+        };
+        drive(b, run, &mut t, ds, workers, "L1")?;
+        return finish(b, run, &t.state.opt, &t.rae);
+    };
+    let lpips = match &gan.lpips {
+        Some((vgg, lin)) => Some(load_lpips(b, vgg, lin)?),
+        None => None,
+    };
+    let disc = match &gan.disc {
+        Some((path, cfg)) => {
+            let disc = load_discriminator(b, path, cfg.clone(), run.seed)?;
+            // The heads train with the decoder's optimiser settings and schedule, unclipped
+            // (the released config); the schedule advances only on updates.
+            let mut oc = run.optimizer.clone();
+            oc.clip = None;
+            let opt = Optimizer::new(b, &disc, oc)?;
+            Some(DiscState { disc, opt })
+        }
+        None => None,
+    };
+    let mut t = Stage1GanTrainer {
+        state,
+        rae,
+        config: run.noise,
+        gan: gan.config,
+        lpips,
+        disc,
+    };
+    drive(b, run, &mut t, ds, workers, "loss")?;
+    finish(b, run, &t.state.opt, &t.rae)
+}
+
+/// The training loop of either trainer: resume, batches from the loader, progress and
+/// checkpoints.
+fn drive<B: Backend, T: Trainer<B, Batch = Tensor<B>>>(
+    b: &B,
+    run: &Stage1Run,
+    trainer: &mut T,
+    ds: &dyn Dataset,
+    workers: usize,
+    loss_name: &'static str,
+) -> CliResult<()> {
+    let (bs, steps, files) = (run.batch_size, run.steps, &run.files);
     let resume = if files.resume {
         Some(read_train_checkpoint(&files.ckpt)?)
     } else {
         None
-    };
-    crate::say!("{run}");
-    let mut trainer = Stage1Trainer {
-        state: RunState {
-            opt: Optimizer::new(b, &rae.decoder, run.optimizer.clone())?,
-            rng: RngState::new(run.seed),
-            metadata: run.to_metadata()?,
-        },
-        rae,
-        config: run.noise,
     };
     let start = resume
         .as_ref()
@@ -49,23 +106,17 @@ pub fn train_decoder<B: Backend>(
     if resume.is_some() {
         crate::say!("stage 1: resuming {} at step {start}", files.ckpt.display());
     }
-    crate::say!(
-        "stage 1: decoder {} params, batch {bs}, {steps} steps, lr {:.1e}, noise τ {}",
-        presets::count(&trainer.rae.decoder),
-        run.optimizer.schedule.base_lr,
-        run.noise.noise_tau
-    );
     let mut order = BatchOrder::new(run.seed, ds.len(), false);
     let mine = run.noise.shard.range(bs)?;
     let mut coll = crate::dist::collective(b)?;
     let s = ds.image_size();
-    let prog = StageProgress::new(files, "stage 1", "L1", steps, start);
+    let prog = StageProgress::new(files, "stage 1", loss_name, steps, start);
     let stop = files.stop;
     // This process's share of the global batch of each step.
     let plan = move |step| order.batch(step, bs)[mine.clone()].to_vec();
     let images = Images(ds);
     let pb = with_loader(&images, workers, DEFAULT_AHEAD, stop, plan, |loader| {
-        let mut hooks = CliHooks::<B, Stage1Trainer<B>> {
+        let mut hooks = CliHooks::<B, T> {
             prog,
             ckpt: &files.ckpt,
             batch_size: bs,
@@ -78,7 +129,7 @@ pub fn train_decoder<B: Backend>(
         let source = files.ckpt.display().to_string();
         rae_core::train::run(
             b,
-            &mut trainer,
+            trainer,
             &mut hooks,
             coll.as_mut(),
             resume.as_ref().map(|ck| (ck, source.as_str())),
@@ -92,7 +143,17 @@ pub fn train_decoder<B: Backend>(
             "stage 1 stopped at step {stop} of {steps} (--stop-at); continue with --resume"
         )));
     }
-    let ema = trainer.state.opt.ema_model(&trainer.rae.decoder)?;
+    Ok(())
+}
+
+/// Writes the decoder's EMA weights (process 0) and returns them.
+fn finish<B: Backend>(
+    b: &B,
+    run: &Stage1Run,
+    opt: &Optimizer<B>,
+    rae: &Rae<B>,
+) -> CliResult<RaeDecoder<B>> {
+    let ema = opt.ema_model(&rae.decoder)?;
     if crate::dist::is_lead() {
         save_decoder(b, &ema, &run.final_path)?;
         crate::say!("stage 1: decoder (EMA) -> {}", run.final_path.display());

@@ -47,6 +47,51 @@ impl VggConfig {
         }
     }
 
+    /// The layout of a VGG state dict (torchvision's `features.{i}.weight` names, or the
+    /// `lpips` package's `net.slice{k}.{i}.weight`): consecutive convolutions two indices
+    /// apart share a block, a gap of three is a pool between blocks.
+    pub fn from_tensors(src: &HostTensors) -> Result<Self> {
+        let mut convs: Vec<(usize, usize)> = src
+            .iter()
+            .filter_map(|(n, t)| {
+                let n = n.strip_prefix("module.").unwrap_or(n);
+                let rest = n.strip_prefix("features.").or_else(|| {
+                    let r = n.strip_prefix("net.slice")?;
+                    r.split_once('.').map(|(_, r)| r)
+                })?;
+                let (i, what) = rest.split_once('.')?;
+                let i = i.parse::<usize>().ok()?;
+                (what == "weight" && t.shape.len() == 4).then_some((i, t.shape[0]))
+            })
+            .collect();
+        convs.sort_unstable();
+        convs.dedup();
+        if convs.first().map(|c| c.0) != Some(0) {
+            return Err(Error::invalid(
+                "VGG weights",
+                String::from("no `features.0.weight` (torchvision's VGG-16 names expected)"),
+            ));
+        }
+        let mut blocks: Vec<Vec<usize>> = Vec::new();
+        let mut prev: Option<usize> = None;
+        for (i, o) in convs {
+            match (prev, blocks.last_mut()) {
+                (Some(p), Some(blk)) if i == p + 2 => blk.push(o),
+                (Some(p), _) if i != p + 3 => {
+                    return Err(Error::invalid(
+                        "VGG weights",
+                        format!("convolution features.{i} follows features.{p}: not a VGG layout"),
+                    ))
+                }
+                _ => blocks.push(vec![o]),
+            }
+            prev = Some(i);
+        }
+        // LPIPS taps five blocks (relu1_2 … relu5_3); a full VGG-16 file has exactly those
+        // convolutions in `features`.
+        Ok(VggConfig { blocks })
+    }
+
     /// Channels at each tap.
     pub fn tap_channels(&self) -> Vec<usize> {
         self.blocks
