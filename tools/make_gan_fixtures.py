@@ -162,9 +162,9 @@ perceptual_weight 1.0, disc_weight 0.75, max_d_weight 1e4), on small models:
     the step (prefix = the SpectralConv1d's path, e.g. heads.0.0.0).
   Also `tokens`, `image_mean`, `image_std`, `lin{k}.weight`, and the three rand tables.
 
-synthetic(name, shape): FNV-1a 64 of the name, splitmix64 of (hash + (i+1) * golden), s =
-(z >> 40) * 2^-24 * 2 - 1 in float32; s / sqrt(numel / shape[0]) for rank >= 2, 1 + 0.1 s for
-rank-1 names ending in "weight", 0.1 s otherwise.
+synthetic(name, shape) (tools/fixture_synthetic.py): FNV-1a 64 of the name, splitmix64 of
+(hash + (i+1) * golden), s = (z >> 40) * 2^-24 * 2 - 1 in float32; s / sqrt(numel / shape[0])
+for rank >= 2, 1 + 0.1 s for rank-1 names ending in "weight", 0.1 s otherwise.
 """
 
 import argparse
@@ -182,41 +182,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+from fixture_synthetic import hashes, synthetic
+
 VGG_GAIN = np.float32(math.sqrt(6.0))
 VGG_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 VGG_TAPS = [3, 8, 15, 22, 29]
 SN_WARMUP = 3
-
-
-def fnv1a64(name: str) -> np.uint64:
-    h = 0xCBF29CE484222325
-    for b in name.encode("utf-8"):
-        h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return np.uint64(h)
-
-
-def hashes(name: str, n: int) -> np.ndarray:
-    """splitmix64(fnv1a64(name) + (i + 1) * golden) for i in 0..n (wrapping)."""
-    with np.errstate(over="ignore"):
-        z = fnv1a64(name) + (np.arange(1, n + 1, dtype=np.uint64) * GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def synthetic(name: str, shape) -> np.ndarray:
-    n = int(np.prod(shape))
-    u = (hashes(name, n) >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
-    s = np.float32(2.0) * u - np.float32(1.0)
-    if len(shape) >= 2:
-        v = s * np.float32(1.0 / np.sqrt(n / shape[0]))
-    elif name.endswith("weight"):
-        v = np.float32(1.0) + s * np.float32(0.1)
-    else:
-        v = s * np.float32(0.1)
-    return v.astype(np.float32).reshape(shape)
 
 
 def det(d):
@@ -603,13 +574,10 @@ RAND = [[0.02, 0.97],   # translation h: floor(r*5) - 2 = -2, +2
         [0.50, 0.00]]   # cutout offset w: 8, 0
 
 
-def make_diffaug(path, ref):
-    import disc.diffaug as da
-
-    torch.manual_seed(20250105)
-    x = torch.randn(2, 3, 16, 16)
-    rand = torch.tensor(RAND, dtype=torch.float32)
-    B = x.shape[0]
+def torch_with_rand(fn, batch):
+    """A stand-in for the `torch` module of `disc.diffaug` with its randomness controlled:
+    every attribute is torch's except `rand`, where `rand(3)` gives zeros (translation, colour
+    and cutout all on) and `rand(7, batch, 1, 1)` gives a clone of `fn((7, batch, 1, 1))`."""
 
     class TorchProxy(types.ModuleType):
         def __getattr__(self, name):
@@ -619,12 +587,23 @@ def make_diffaug(path, ref):
         def rand(*shape, **kwargs):
             if tuple(shape) == (3,):
                 return torch.zeros(3)
-            assert tuple(shape) == (7, B, 1, 1), shape
-            return rand.reshape(7, B, 1, 1).clone()
+            assert tuple(shape) == (7, batch, 1, 1), shape
+            return fn((7, batch, 1, 1)).clone()
+
+    return TorchProxy("torch_proxy")
+
+
+def make_diffaug(path, ref):
+    import disc.diffaug as da
+
+    torch.manual_seed(20250105)
+    x = torch.randn(2, 3, 16, 16)
+    rand = torch.tensor(RAND, dtype=torch.float32)
+    B = x.shape[0]
 
     out = {"x": x, "rand": rand}
     orig = da.torch
-    da.torch = TorchProxy("torch_proxy")
+    da.torch = torch_with_rand(lambda shape: rand.reshape(shape), B)
     try:
         for prefix, cutout in (("", 0.0), ("cut.", 0.2)):
             xi = x.clone().requires_grad_()
@@ -771,7 +750,10 @@ def make_step(path, ref):
     from stage1.decoders.decoder import GeneralDecoder
     from stage1.decoders.utils import ViTMAEConfig
 
-    fixtures = os.path.dirname(path)
+    # The decoder comes from the committed fixtures; gan_disc.safetensors from this run's
+    # output folder (written just before).
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+    out_dir = os.path.dirname(path)
     torch.manual_seed(20250107)
     out = {}
 
@@ -825,7 +807,7 @@ def make_step(path, ref):
 
     # --- discriminator: gan_disc.safetensors' DINO checkpoint and heads state.
     dd.recipes["tiny"] = dict(TINY)
-    gd = load_file(os.path.join(fixtures, "gan_disc.safetensors"))
+    gd = load_file(os.path.join(out_dir, "gan_disc.safetensors"))
     with tempfile.TemporaryDirectory() as tmp:
         p = os.path.join(tmp, "dino_tiny.pth")
         torch.save({k[5:]: v.clone() for k, v in gd.items() if k.startswith("dino.")}, p)
@@ -846,20 +828,9 @@ def make_step(path, ref):
     out.update(rands)
     queue = []
 
-    class TorchProxy(types.ModuleType):
-        def __getattr__(self, name):
-            return getattr(torch, name)
-
-        @staticmethod
-        def rand(*shape, **kwargs):
-            if tuple(shape) == (3,):
-                return torch.zeros(3)
-            assert tuple(shape) == (7, 2, 1, 1), shape
-            return queue.pop(0).reshape(7, 2, 1, 1).clone()
-
     aug = da.DiffAug(prob=1.0, cutout=0.0)
     orig_torch = da.torch
-    da.torch = TorchProxy("torch_proxy")
+    da.torch = torch_with_rand(lambda shape: queue.pop(0).reshape(shape), 2)
     try:
         # ---------------- generator step (train_stage1 lines ~376-410)
         queue[:] = [rands["gen.rand"]]

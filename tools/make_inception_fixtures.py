@@ -8,8 +8,8 @@ The network has ~24 M parameters (~95 MB), too many to commit, and random weight
 keep activations O(1) through 90-odd layers. So:
 
 * every conv weight, every batch-norm `weight`/`bias` and `fc.weight`/`fc.bias` is a
-  deterministic function of its name and element index, the formula of
-  `tools/make_precision_fixtures.py` (FNV-1a 64 of the name, splitmix64, `s` uniform in
+  deterministic function of its name and element index, `synthetic` of
+  `tools/fixture_synthetic.py` (FNV-1a 64 of the name, splitmix64, `s` uniform in
   [-1, 1)): `s / sqrt(fan_in)` for tensors of >= 2 dims, `1 + 0.1 s` for 1-D `*weight`,
   `0.1 s` for other 1-D tensors; `tests/src/synthetic.rs` computes it bit for bit;
 * the batch-norm `running_mean`/`running_var` (2 x 17,216 values) are calibrated in one
@@ -51,41 +51,12 @@ from safetensors.torch import save_file
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
+from fixture_synthetic import hashes, synthetic
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 FEATURES = ["2048", "logits_unbiased", "logits"]
 SHIFT = 1.0  # calibrated BN outputs ~ N(1, 1) before the affine: mostly active ReLUs
 GROUPS = {"a": (2, 299, 299), "b": (1, 48, 64), "c": (1, 427, 640)}
-
-
-def fnv1a64(name: str) -> np.uint64:
-    h = 0xCBF29CE484222325
-    for b in name.encode("utf-8"):
-        h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return np.uint64(h)
-
-
-def hashes(name: str, n: int) -> np.ndarray:
-    """splitmix64(fnv1a64(name) + (i + 1) * golden) for i in 0..n (wrapping)."""
-    with np.errstate(over="ignore"):
-        z = fnv1a64(name) + (np.arange(1, n + 1, dtype=np.uint64) * GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def synthetic(name: str, shape) -> np.ndarray:
-    n = int(np.prod(shape))
-    u = (hashes(name, n) >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
-    s = np.float32(2.0) * u - np.float32(1.0)
-    if len(shape) >= 2:
-        v = s * np.float32(1.0 / np.sqrt(n / shape[0]))
-    elif name.endswith("weight"):
-        v = np.float32(1.0) + s * np.float32(0.1)
-    else:
-        v = s * np.float32(0.1)
-    return v.astype(np.float32).reshape(shape)
 
 
 def image(tag: str, h: int, w: int) -> np.ndarray:

@@ -31,39 +31,12 @@ import os
 import sys
 import types
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from fixture_synthetic import synthetic
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def fnv1a64(name: str) -> np.uint64:
-    h = 0xCBF29CE484222325
-    for b in name.encode("utf-8"):
-        h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return np.uint64(h)
-
-
-def synthetic(name: str, shape) -> np.ndarray:
-    n = int(np.prod(shape))
-    with np.errstate(over="ignore"):
-        z = fnv1a64(name) + (np.arange(1, n + 1, dtype=np.uint64) * GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
-    s = np.float32(2.0) * u - np.float32(1.0)
-    if len(shape) >= 2:
-        scale = np.float32(1.0 / np.sqrt(n / shape[0]))
-        v = s * scale
-    elif name.endswith("weight"):
-        v = np.float32(1.0) + s * np.float32(0.1)
-    else:
-        v = s * np.float32(0.1)
-    return v.astype(np.float32).reshape(shape)
 
 
 def main():

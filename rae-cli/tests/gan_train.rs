@@ -18,7 +18,7 @@ use rae_core::models::{Dinov2Encoder, Encoder};
 use rae_core::nn::{HostTensor, HostTensors, Init};
 use rae_core::safetensors::SafeTensors;
 use rae_core::CpuBackend;
-use rae_tests::synthetic::synthetic;
+use rae_tests::synthetic::{synthetic, synthetic_vgg};
 use rae_tests::util::fixture;
 
 /// The weight files and the encoder, made once.
@@ -40,23 +40,7 @@ fn files() -> &'static Files {
         save_encoder_dir(&b, &Encoder::from(enc), &encoder).unwrap();
         // A tiny VGG (same layout as VGG-16, fewer channels) and non-negative heads.
         let vc = VggConfig::tiny();
-        let mut vgg = HostTensors::new();
-        let mut c = 3;
-        for (blk, ids) in vc.blocks.iter().zip(vc.feature_indices()) {
-            for (&o, i) in blk.iter().zip(ids) {
-                let (wn, bn) = (format!("features.{i}.weight"), format!("features.{i}.bias"));
-                let w = synthetic(&wn, &[o, c, 3, 3])
-                    .iter()
-                    .map(|v| v * 6f32.sqrt())
-                    .collect();
-                vgg.insert(wn, HostTensor::new(vec![o, c, 3, 3], w).unwrap());
-                vgg.insert(
-                    bn.clone(),
-                    HostTensor::new(vec![o], synthetic(&bn, &[o])).unwrap(),
-                );
-                c = o;
-            }
-        }
+        let vgg = synthetic_vgg(&vc, 6f32.sqrt()).unwrap();
         let mut lin = HostTensors::new();
         for (k, ch) in vc.tap_channels().into_iter().enumerate() {
             let n = format!("lin{k}.model.1.weight");

@@ -18,32 +18,10 @@ use rae_core::nn::{HostTensor, HostTensors};
 use rae_core::safetensors::SafeTensors;
 use rae_core::{Backend, CpuBackend, Tensor};
 use rae_tests::conformance::wgpu_or_skip;
-use rae_tests::synthetic::synthetic;
+use rae_tests::synthetic::synthetic_vgg;
 use rae_tests::util::{fixture, max_abs};
 
 const FIXTURE: &str = "gan_lpips.safetensors";
-
-/// torchvision's VGG-16 `features` tensors filled as the fixture script does.
-fn synthetic_vgg(gain: f32) -> HostTensors {
-    let cfg = VggConfig::vgg16();
-    let mut out = HostTensors::new();
-    let mut c = 3;
-    for (blk, ids) in cfg.blocks.iter().zip(cfg.feature_indices()) {
-        for (&o, i) in blk.iter().zip(ids) {
-            let wn = format!("features.{i}.weight");
-            let shape = vec![o, c, 3, 3];
-            let w: Vec<f32> = synthetic(&wn, &shape).iter().map(|v| v * gain).collect();
-            out.insert(wn, HostTensor::new(shape, w).unwrap());
-            let bn = format!("features.{i}.bias");
-            out.insert(
-                bn.clone(),
-                HostTensor::new(vec![o], synthetic(&bn, &[o])).unwrap(),
-            );
-            c = o;
-        }
-    }
-    out
-}
 
 fn host(f: &SafeTensors, name: &str) -> HostTensor {
     HostTensor::new(
@@ -78,7 +56,8 @@ fn check<B: Backend>(
 ) -> (f64, f64) {
     let gain = f.read_f32("vgg_gain").unwrap()[0];
     let mut lp = Lpips::new(b, &VggConfig::vgg16()).unwrap();
-    lp.load(b, &synthetic_vgg(gain), lins).unwrap();
+    lp.load(b, &synthetic_vgg(&VggConfig::vgg16(), gain).unwrap(), lins)
+        .unwrap();
     let (x0, x1) = (upload(b, f, "x0"), upload(b, f, "x1"));
     let (v, saved) = lp.forward(b, &x0, &x1, true).unwrap();
     let want = f.read_f32(&format!("{prefix}value")).unwrap()[0];

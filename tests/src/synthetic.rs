@@ -1,5 +1,5 @@
 //! Deterministic synthetic weights, computed bit for bit like
-//! `tools/make_precision_fixtures.py`: a model too large to commit is filled with a
+//! `tools/fixture_synthetic.py`: a model too large to commit is filled with a
 //! function of each parameter's name and element index on both sides.
 
 use rae_core::nn::{HostTensor, HostTensors};
@@ -62,4 +62,25 @@ pub fn fill_like(like: &HostTensors, frozen: &HostTensors) -> Result<HostTensors
 pub fn hashes(name: &str, n: usize) -> impl Iterator<Item = u64> {
     let seed = fnv1a64(name);
     (0..n as u64).map(move |i| mix(seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))))
+}
+
+/// The `features.{i}.weight|bias` tensors of a VGG of layout `cfg` filled as
+/// `tools/make_gan_fixtures.py` fills them: [`synthetic`] values, the weights times `gain`
+/// (in f32; the fixtures use √6 so that the activations keep their scale through the ReLUs).
+pub fn synthetic_vgg(cfg: &rae_core::gan::lpips::VggConfig, gain: f32) -> Result<HostTensors> {
+    let mut out = HostTensors::new();
+    let mut c = 3;
+    for (blk, ids) in cfg.blocks.iter().zip(cfg.feature_indices()) {
+        for (&o, i) in blk.iter().zip(ids) {
+            let (wn, bn) = (format!("features.{i}.weight"), format!("features.{i}.bias"));
+            let w = synthetic(&wn, &[o, c, 3, 3])
+                .iter()
+                .map(|v| v * gain)
+                .collect();
+            out.insert(wn, HostTensor::new(vec![o, c, 3, 3], w)?);
+            out.insert(bn.clone(), HostTensor::new(vec![o], synthetic(&bn, &[o]))?);
+            c = o;
+        }
+    }
+    Ok(out)
 }

@@ -18,7 +18,7 @@ use rae_core::safetensors::SafeTensors;
 use rae_core::train::{discriminator_objective, generator_objective, quantised_fake, GanConfig};
 use rae_core::CpuBackend;
 use rae_tests::conformance::wgpu_or_skip;
-use rae_tests::synthetic::{hashes, synthetic};
+use rae_tests::synthetic::{hashes, synthetic_vgg};
 use rae_tests::util::{fixture, max_abs, rel_l2};
 
 fn parse(name: &'static str) -> SafeTensors<'static> {
@@ -92,23 +92,7 @@ fn rae<B: Backend>(b: &B, st: &SafeTensors) -> Rae<B> {
 
 fn lpips<B: Backend>(b: &B, st: &SafeTensors) -> Lpips<B> {
     let cfg = VggConfig::tiny();
-    let mut vgg = HostTensors::new();
-    let mut c = 3;
-    for (blk, ids) in cfg.blocks.iter().zip(cfg.feature_indices()) {
-        for (&o, i) in blk.iter().zip(ids) {
-            let (wn, bn) = (format!("features.{i}.weight"), format!("features.{i}.bias"));
-            let w = synthetic(&wn, &[o, c, 3, 3])
-                .iter()
-                .map(|v| v * 6f32.sqrt())
-                .collect();
-            vgg.insert(wn, HostTensor::new(vec![o, c, 3, 3], w).unwrap());
-            vgg.insert(
-                bn.clone(),
-                HostTensor::new(vec![o], synthetic(&bn, &[o])).unwrap(),
-            );
-            c = o;
-        }
-    }
+    let vgg = synthetic_vgg(&cfg, 6f32.sqrt()).unwrap();
     let mut lin = HostTensors::new();
     for k in 0..5 {
         let t = st.tensor(&format!("lin{k}.weight")).unwrap();

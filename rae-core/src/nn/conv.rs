@@ -166,6 +166,38 @@ pub fn conv2d<B: Backend>(
     y.reshape(&[n, o, ho, wo])
 }
 
+/// What both backwards start from: the window, the weight's `[o, c·kh·kw]` view and `dy`
+/// `[n, o, P]` as rows `[n·P, o]` (its shape checked against the forward's output).
+fn backward_rows<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dy: &Tensor<B>,
+) -> Result<(Window2d, Tensor<B>, Tensor<B>)> {
+    let (g, w2) = geometry(x, w, stride, padding)?;
+    let [n, np, _] = g.cols_dims();
+    let o = w2.dims()[0];
+    let (ho, wo) = g.out_hw();
+    crate::check::same_shape("conv2d backward", &Shape::new(&[n, o, ho, wo])?, dy.shape())?;
+    let dyt = b
+        .permute0213(&dy.reshape(&[n, o, np, 1])?)?
+        .reshape(&[n * np, o])?;
+    Ok((g, w2, dyt))
+}
+
+/// `dx = col2im(dy·W)`.
+fn input_grad<B: Backend>(
+    b: &B,
+    g: Window2d,
+    w2: &Tensor<B>,
+    dyt: &Tensor<B>,
+) -> Result<Tensor<B>> {
+    let dcols = b.matmul(dyt, w2, false, false)?.reshape(&g.cols_dims())?;
+    b.col2im(&dcols, g)
+}
+
 /// The gradients of [`conv2d`] from its input `x` (im2col recomputed), weight `w` and the
 /// output gradient `dy`; `dbias` only when `has_bias`.
 pub fn conv2d_backward<B: Backend>(
@@ -177,27 +209,17 @@ pub fn conv2d_backward<B: Backend>(
     padding: (usize, usize),
     dy: &Tensor<B>,
 ) -> Result<ConvGrads<B>> {
-    let (g, w2) = geometry(x, w, stride, padding)?;
+    let (g, w2, dyt) = backward_rows(b, x, w, stride, padding, dy)?;
     let [n, np, k] = g.cols_dims();
     let o = w2.dims()[0];
-    let (ho, wo) = g.out_hw();
-    crate::check::same_shape("conv2d backward", &Shape::new(&[n, o, ho, wo])?, dy.shape())?;
-    let dyt = dy_rows(b, dy, n, o, np)?;
     let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
     let dweight = b.matmul(&dyt, &cols, true, false)?.reshape(w.dims())?;
     let dbias = match has_bias {
         true => Some(b.reduce(Reduce::Sum, &dyt, [1, n * np, o])?.reshape(&[o])?),
         false => None,
     };
-    let dcols = b.matmul(&dyt, &w2, false, false)?.reshape(&[n, np, k])?;
-    let dx = b.col2im(&dcols, g)?;
+    let dx = input_grad(b, g, &w2, &dyt)?;
     Ok(ConvGrads { dx, dweight, dbias })
-}
-
-/// `dy` `[n, o, P]` as rows `[n·P, o]`.
-fn dy_rows<B: Backend>(b: &B, dy: &Tensor<B>, n: usize, o: usize, np: usize) -> Result<Tensor<B>> {
-    b.permute0213(&dy.reshape(&[n, o, np, 1])?)?
-        .reshape(&[n * np, o])
 }
 
 /// Only the input gradient of [`conv2d`] (a frozen layer): `x` gives the geometry, its
@@ -210,14 +232,8 @@ pub fn conv2d_input_grad<B: Backend>(
     padding: (usize, usize),
     dy: &Tensor<B>,
 ) -> Result<Tensor<B>> {
-    let (g, w2) = geometry(x, w, stride, padding)?;
-    let [n, np, k] = g.cols_dims();
-    let o = w2.dims()[0];
-    let (ho, wo) = g.out_hw();
-    crate::check::same_shape("conv2d backward", &Shape::new(&[n, o, ho, wo])?, dy.shape())?;
-    let dyt = dy_rows(b, dy, n, o, np)?;
-    let dcols = b.matmul(&dyt, &w2, false, false)?.reshape(&[n, np, k])?;
-    b.col2im(&dcols, g)
+    let (g, w2, dyt) = backward_rows(b, x, w, stride, padding, dy)?;
+    input_grad(b, g, &w2, &dyt)
 }
 
 impl<B: Backend> Module<B> for Conv2d<B> {
