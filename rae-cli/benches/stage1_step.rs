@@ -2,7 +2,10 @@
 //! decoder ViT-B, 256² images, batch 8, with random weights — the L1 step alone, with
 //! LPIPS (VGG-16), and the full objective (LPIPS + DINO ViT-S/8 discriminator, DiffAug, the
 //! adaptive weight and the discriminator's own step). One warm-up step, then the mean of
-//! `RAE_BENCH_STEPS` (default 2) timed steps, on the CPU and (`RAE_BENCH_WGPU=1`) on WGPU.
+//! `RAE_BENCH_STEPS` (default 2) timed steps, on the CPU (unless `RAE_BENCH_CPU=0`) and
+//! (`RAE_BENCH_WGPU=1`) on WGPU. `RAE_BENCH_BATCH` changes the batch,
+//! `RAE_BENCH_CASES=l1,lpips,gan` picks the cases, and `RAE_CPU_PROFILE=1` prints the CPU
+//! backend's per-op table of the timed steps.
 //!
 //! `cargo bench -p rae-cli --bench stage1_step`
 
@@ -22,7 +25,13 @@ use rae_core::train::{
 };
 use rae_core::{Backend, CpuBackend};
 
-const BATCH: usize = 8;
+/// Images per step (`RAE_BENCH_BATCH`, default 8).
+fn batch() -> usize {
+    std::env::var("RAE_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
 
 /// Fills every tensor of `m` with small uniform values (the models start at zero/defaults).
 fn randomise<B: Backend, M: Module<B>>(b: &B, m: &mut M, seed: u64) {
@@ -80,15 +89,20 @@ fn trainer<B: Backend>(b: &B, lpips: bool, disc: bool) -> Stage1GanTrainer<B> {
 
 fn bench<B: Backend>(b: &B, name: &str, steps: usize) {
     let mut init = Init::new(9);
-    let x = init.uniform(b, &[BATCH, 3, 256, 256], 0.0, 1.0).unwrap();
-    for (label, lp, d) in [
-        ("L1", false, false),
-        ("L1 + LPIPS", true, false),
-        ("L1 + LPIPS + GAN", true, true),
+    let x = init.uniform(b, &[batch(), 3, 256, 256], 0.0, 1.0).unwrap();
+    let cases = std::env::var("RAE_BENCH_CASES").unwrap_or_else(|_| "l1,lpips,gan".into());
+    for (key, label, lp, d) in [
+        ("l1", "L1", false, false),
+        ("lpips", "L1 + LPIPS", true, false),
+        ("gan", "L1 + LPIPS + GAN", true, true),
     ] {
+        if !cases.split(',').any(|c| c == key) {
+            continue;
+        }
         let mut t = trainer(b, lp, d);
         t.train_step(b, &x, &mut NoReduce).unwrap();
         b.sync().unwrap();
+        rae_core::cpu::profile::reset();
         let start = Instant::now();
         for _ in 0..steps {
             t.train_step(b, &x, &mut NoReduce).unwrap();
@@ -97,8 +111,11 @@ fn bench<B: Backend>(b: &B, name: &str, steps: usize) {
         let s = start.elapsed().as_secs_f64() / steps as f64;
         println!(
             "{name:<10} {label:<18} {s:>8.2} s/step {:>7.3} img/s",
-            BATCH as f64 / s
+            batch() as f64 / s
         );
+        if rae_core::cpu::profile::enabled() {
+            println!("{}", rae_core::cpu::profile::report());
+        }
     }
 }
 
@@ -107,8 +124,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    println!("stage-1 step, decoder ViT-B, DINOv2-B encoder, 256², batch {BATCH}");
-    bench(&CpuBackend::new(), "cpu", steps);
+    println!(
+        "stage-1 step, decoder ViT-B, DINOv2-B encoder, 256², batch {}",
+        batch()
+    );
+    if std::env::var("RAE_BENCH_CPU").map_or(true, |v| v != "0") {
+        bench(&CpuBackend::new(), "cpu", steps);
+    }
     #[cfg(feature = "wgpu")]
     if std::env::var("RAE_BENCH_WGPU").is_ok_and(|v| v == "1") {
         match rae_backend_wgpu::WgpuOptions::from_env().and_then(|o| o.build()) {

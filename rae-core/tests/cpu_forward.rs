@@ -1441,3 +1441,29 @@ fn absurd_sizes_are_errors_not_panics() {
     );
     e.finish();
 }
+
+/// `permute0213` on shapes large enough to be threaded and to span several 32×32 tiles,
+/// with row counts that do not divide into tiles or threads.
+#[test]
+fn permute0213_threaded_tiles_match_definition() {
+    for [a, b, c, d] in [
+        [2, 300, 150, 1],
+        [2, 65, 97, 7],
+        [1, 33, 2049, 1],
+        [3, 1000, 31, 2],
+    ] {
+        let x: Vec<f32> = (0..a * b * c * d).map(|v| v as f32).collect();
+        let y = down(&BE.permute0213(&up(&x, &[a, b, c, d])).unwrap());
+        for i in 0..a {
+            for j in 0..b {
+                for k in 0..c {
+                    for l in 0..d {
+                        let (dst, src) =
+                            (((i * c + k) * b + j) * d + l, ((i * b + j) * c + k) * d + l);
+                        assert_eq!(y[dst], x[src], "[{a},{b},{c},{d}] at {i},{j},{k},{l}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -47,43 +47,48 @@ pub(super) fn im2col(x: &T, g: Window2d) -> Result<T> {
     make_dims(out, &[n, np, k])
 }
 
-/// The pairs `(o, k)`, in increasing `o < o_len`, of an output coordinate whose window
-/// (stride `s`, padding `p`, size `k_len`) covers input coordinate `y` at offset `k`.
-fn covering(
-    y: usize,
-    s: usize,
-    p: usize,
-    k_len: usize,
-    o_len: usize,
-) -> impl Iterator<Item = (usize, usize)> {
-    let yp = y + p;
-    // o·s ≤ yp < o·s + k_len  ⇔  (yp + 1 − k_len)/s ≤ o ≤ yp/s (ceil on the left).
-    let lo = (yp + 1).saturating_sub(k_len).div_ceil(s);
-    let hi = (yp / s + 1).min(o_len);
-    (lo..hi).map(move |o| (o, yp - o * s))
-}
-
 /// The adjoint of [`im2col`]: `cols` `[n, ho·wo, c·kh·kw]` → `[n, c, h, w]`, each output
 /// element gathering its contributions (window rows, then columns, in increasing order).
 pub(super) fn col2im(cols: &T, g: Window2d) -> Result<T> {
     let (ho, wo) = check::window2d("col2im", cols.shape(), &g, true)?;
-    let k = g.c * g.kh * g.kw;
+    let kk = g.kh * g.kw;
+    let k = g.c * kk;
     let cs = data(cols);
-    let mut out = pool::scratch(g.n * g.c * g.h * g.w);
-    par::for_rows(&mut out, g.w, g.kh * g.kw, |first, rows| {
-        for (r, row) in rows.chunks_mut(g.w).enumerate() {
-            let r = first + r;
-            let (y, ci, bi) = (r % g.h, (r / g.h) % g.c, r / (g.h * g.c));
+    let plane = g.h * g.w;
+    let mut out = pool::zeroed(g.n * g.c * plane);
+    // Each task owns a run of planes `(n, c)`; per image in it, the rows of `cols` are read
+    // in order, each giving its channels' `kh·kw` values as one contiguous run, and added
+    // into the planes (the few lines a row touches stay in cache). Every input position
+    // receives its terms in increasing `(oy, ox)`, as a gather would add them.
+    par::for_rows(&mut out, plane, kk, |first, planes| {
+        let count = planes.len() / plane.max(1);
+        let mut p = 0;
+        while p < count {
+            let (bi, c_lo) = ((first + p) / g.c, (first + p) % g.c);
+            let nc = (g.c - c_lo).min(count - p);
+            let dst = &mut planes[p * plane..][..nc * plane];
             let base = &cs[bi * ho * wo * k..][..ho * wo * k];
-            for (xx, v) in row.iter_mut().enumerate() {
-                let mut acc = 0.0f32;
-                for (oy, i) in covering(y, g.sh, g.ph, g.kh, ho) {
-                    for (ox, j) in covering(xx, g.sw, g.pw, g.kw, wo) {
-                        acc += base[(oy * wo + ox) * k + (ci * g.kh + i) * g.kw + j];
+            for oy in 0..ho {
+                let y0 = start(oy, g.sh, g.ph);
+                let (y_lo, y_hi) = clip(y0, g.kh, g.h);
+                for ox in 0..wo {
+                    let x0 = start(ox, g.sw, g.pw);
+                    let (x_lo, x_hi) = clip(x0, g.kw, g.w);
+                    let src = &base[(oy * wo + ox) * k + c_lo * kk..][..nc * kk];
+                    for (ch, taps_c) in src.chunks_exact(kk).enumerate() {
+                        let pl = &mut dst[ch * plane..][..plane];
+                        for y in y_lo..y_hi {
+                            let i = (y as isize - y0) as usize;
+                            let line = &mut pl[y * g.w..][..g.w];
+                            let taps = &taps_c[i * g.kw..][..g.kw];
+                            for x in x_lo..x_hi {
+                                line[x] += taps[(x as isize - x0) as usize];
+                            }
+                        }
                     }
                 }
-                *v = acc;
             }
+            p += nc;
         }
     });
     make_dims(out, &g.input_dims())
