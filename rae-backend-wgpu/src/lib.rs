@@ -240,7 +240,9 @@ impl WgpuOptions {
         if !self.quiet {
             eprintln!("rae: using {name}");
         }
-        Ok(CubeBackend::new(client, name))
+        // Larger buffers cannot be bound on this device; refuse them with an error.
+        let max_bind = client.properties().memory.max_page_size;
+        Ok(CubeBackend::new(client, name).with_max_alloc(max_bind))
     }
 }
 

@@ -39,6 +39,7 @@ impl<R: Runtime> Backend for CubeBackend<R> {
     fn upload(&self, data: &[f32], dims: &[usize]) -> Result<T<R>> {
         let shape = Shape::new(dims)?;
         check::numel("upload", &shape, data.len())?;
+        self.check_alloc(core::mem::size_of_val(data))?;
         let handle = if data.len() < MIN_FLOATS {
             let mut padded = [0.0f32; MIN_FLOATS];
             padded[..data.len()].copy_from_slice(data);

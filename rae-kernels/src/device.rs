@@ -67,6 +67,10 @@ pub struct CubeBackend<R: Runtime> {
     pub(crate) tensor_core_matmul: bool,
     /// Bound where a kernel's optional input is absent (never read, never written).
     placeholder: CubeStorage,
+    /// The largest buffer the device can bind, when it has such a limit (WGPU's
+    /// `max_storage_buffer_binding_size`): a larger allocation is an error naming its
+    /// size, not a failure inside the runtime.
+    max_alloc: Option<u64>,
 }
 
 impl<R: Runtime> Clone for CubeBackend<R> {
@@ -80,6 +84,7 @@ impl<R: Runtime> Clone for CubeBackend<R> {
             precision: self.precision,
             tensor_core_matmul: self.tensor_core_matmul,
             placeholder: self.placeholder.clone(),
+            max_alloc: self.max_alloc,
         }
     }
 }
@@ -119,6 +124,24 @@ impl<R: Runtime> CubeBackend<R> {
             precision: Precision::Fp32,
             tensor_core_matmul: false,
             placeholder,
+            max_alloc: None,
+        }
+    }
+
+    /// The same backend refusing buffers larger than `bytes` (the device's binding limit).
+    pub fn with_max_alloc(mut self, bytes: u64) -> Self {
+        self.max_alloc = Some(bytes);
+        self
+    }
+
+    /// `Ok` when a buffer of `bytes` fits the device's binding limit.
+    pub(crate) fn check_alloc(&self, bytes: usize) -> Result<()> {
+        match self.max_alloc {
+            Some(max) if bytes as u64 > max => Err(self.err(format!(
+                "a buffer of {bytes} bytes ({} floats) exceeds the largest this device can bind ({max} bytes); use a smaller batch or image size",
+                bytes / core::mem::size_of::<f32>()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -166,6 +189,7 @@ impl<R: Runtime> CubeBackend<R> {
             .max(MIN_FLOATS)
             .checked_mul(core::mem::size_of::<f32>())
             .ok_or_else(|| self.err(format!("a buffer of {n} floats is too large")))?;
+        self.check_alloc(bytes)?;
         Ok(CubeStorage {
             handle: self.client.empty(bytes),
             len: n,

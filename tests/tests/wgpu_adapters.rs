@@ -93,3 +93,29 @@ fn auto_prefers_a_gpu_and_cpu_is_used_when_asked() {
         rae_tests::conformance::report_skip("no CPU adapter to build");
     }
 }
+
+/// A buffer larger than the device can bind (lavapipe: 128 MiB of storage binding) is an
+/// error naming its size, from `full` and from `upload`, not a panic inside the runtime's
+/// thread that leaves the caller waiting; the backend stays usable afterwards.
+#[test]
+fn a_buffer_beyond_the_binding_limit_is_an_error() {
+    let Some(b) = rae_tests::conformance::wgpu_or_skip() else {
+        return;
+    };
+    let n = 40_000_000; // 160 MB of f32
+    match b.full(&[n], 1.0) {
+        Ok(t) => assert_eq!(t.numel(), n), // a device with a larger limit
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("160000000 bytes") && msg.contains("bind"),
+                "{msg}"
+            );
+            let host = vec![0.5f32; n];
+            let e = b.upload(&host, &[n]).unwrap_err().to_string();
+            assert!(e.contains("160000000 bytes"), "{e}");
+        }
+    }
+    let small = b.upload(&[1.0, 2.0, 3.0], &[3]).unwrap();
+    assert_eq!(b.download(&small).unwrap(), vec![1.0, 2.0, 3.0]);
+}
