@@ -127,6 +127,13 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
         Precision::Fp32
     }
 
+    /// The most f32 values one buffer may hold on this device, where it has such a limit
+    /// (WGPU's storage-binding size); `None` when only memory bounds it. Ops whose scratch
+    /// could exceed it (the convolutions' im2col) split their work to stay within it.
+    fn max_buffer_floats(&self) -> Option<usize> {
+        None
+    }
+
     // ------------------------------------------------------------------ memory
 
     /// Copies host data to a new device tensor of shape `dims`.

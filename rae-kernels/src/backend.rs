@@ -36,6 +36,11 @@ impl<R: Runtime> Backend for CubeBackend<R> {
         self.precision
     }
 
+    fn max_buffer_floats(&self) -> Option<usize> {
+        self.max_alloc
+            .map(|bytes| usize::try_from(bytes / 4).unwrap_or(usize::MAX))
+    }
+
     fn upload(&self, data: &[f32], dims: &[usize]) -> Result<T<R>> {
         let shape = Shape::new(dims)?;
         check::numel("upload", &shape, data.len())?;

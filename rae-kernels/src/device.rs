@@ -70,7 +70,7 @@ pub struct CubeBackend<R: Runtime> {
     /// The largest buffer the device can bind, when it has such a limit (WGPU's
     /// `max_storage_buffer_binding_size`): a larger allocation is an error naming its
     /// size, not a failure inside the runtime.
-    max_alloc: Option<u64>,
+    pub(crate) max_alloc: Option<u64>,
 }
 
 impl<R: Runtime> Clone for CubeBackend<R> {

@@ -5,6 +5,11 @@
 //! `n·ho·wo` rows) with the weight viewed as `[o, c·kh·kw]` gives `[n, ho·wo, o]`, permuted
 //! to `[n, o, ho·wo]`, plus the bias.
 //! Backward: `dcols = dyᵀ·W` then `dx = col2im(dcols)`; `dW = Σ dyᵀ·cols`, `db = Σ dy`.
+//! Where the device limits a buffer's size, the work runs in pieces ([`ConvSplit`]).
+
+mod split;
+
+pub use split::ConvSplit;
 
 use alloc::format;
 
@@ -141,6 +146,19 @@ pub fn conv2d<B: Backend>(
     stride: (usize, usize),
     padding: (usize, usize),
 ) -> Result<Tensor<B>> {
+    conv2d_with(b, x, w, bias, stride, padding, None)
+}
+
+/// [`conv2d`] in the pieces `split` (`None`: as the backend's buffer limit needs).
+pub fn conv2d_with<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    bias: Option<&Tensor<B>>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    split: Option<ConvSplit>,
+) -> Result<Tensor<B>> {
     let (g, w2) = geometry(x, w, stride, padding)?;
     let [n, np, k] = g.cols_dims();
     let o = w2.dims()[0];
@@ -153,9 +171,9 @@ pub fn conv2d<B: Backend>(
         // A 1×1 convolution: `x[n]ᵀ·Wᵀ` straight from `x` viewed `[n, c, h·w]`.
         b.matmul(&x.reshape(&[n, k, np])?, &w2, true, true)?
     } else {
-        // One [n·P, K]·[o, K]ᵀ product: the batch folded into the rows.
-        let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
-        b.matmul(&cols, &w2, false, true)?
+        // [n·P, K]·[o, K]ᵀ products: the batch folded into the rows.
+        let split = plan(b, &g, o, split)?;
+        split::forward_rows(b, x, &w2, g, split)?
     };
     let y = y.reshape(&[n, np, o, 1])?;
     let y = b.permute0213(&y)?;
@@ -164,6 +182,14 @@ pub fn conv2d<B: Backend>(
         None => y,
     };
     y.reshape(&[n, o, ho, wo])
+}
+
+/// `split`, or the plan for the backend's buffer limit.
+fn plan<B: Backend>(b: &B, g: &Window2d, o: usize, split: Option<ConvSplit>) -> Result<ConvSplit> {
+    match split {
+        Some(s) => Ok(s),
+        None => ConvSplit::for_backend(b, g, o),
+    }
 }
 
 /// What both backwards start from: the window, the weight's `[o, c·kh·kw]` view and `dy`
@@ -187,17 +213,6 @@ fn backward_rows<B: Backend>(
     Ok((g, w2, dyt))
 }
 
-/// `dx = col2im(dy·W)`.
-fn input_grad<B: Backend>(
-    b: &B,
-    g: Window2d,
-    w2: &Tensor<B>,
-    dyt: &Tensor<B>,
-) -> Result<Tensor<B>> {
-    let dcols = b.matmul(dyt, w2, false, false)?.reshape(&g.cols_dims())?;
-    b.col2im(&dcols, g)
-}
-
 /// The gradients of [`conv2d`] from its input `x` (im2col recomputed), weight `w` and the
 /// output gradient `dy`; `dbias` only when `has_bias`.
 pub fn conv2d_backward<B: Backend>(
@@ -209,16 +224,31 @@ pub fn conv2d_backward<B: Backend>(
     padding: (usize, usize),
     dy: &Tensor<B>,
 ) -> Result<ConvGrads<B>> {
+    conv2d_backward_with(b, x, w, has_bias, stride, padding, dy, None)
+}
+
+/// [`conv2d_backward`] in the pieces `split` (`None`: as the backend's buffer limit needs).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_with<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    has_bias: bool,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dy: &Tensor<B>,
+    split: Option<ConvSplit>,
+) -> Result<ConvGrads<B>> {
     let (g, w2, dyt) = backward_rows(b, x, w, stride, padding, dy)?;
-    let [n, np, k] = g.cols_dims();
+    let [n, np, _] = g.cols_dims();
     let o = w2.dims()[0];
-    let cols = b.im2col(x, g)?.reshape(&[n * np, k])?;
-    let dweight = b.matmul(&dyt, &cols, true, false)?.reshape(w.dims())?;
+    let split = plan(b, &g, o, split)?;
+    let (dx, dweight) = split::backward_rows(b, Some(x), &w2, g, &dyt, split)?;
+    let dweight = dweight.expect("asked with x").reshape(w.dims())?;
     let dbias = match has_bias {
         true => Some(b.reduce(Reduce::Sum, &dyt, [1, n * np, o])?.reshape(&[o])?),
         false => None,
     };
-    let dx = input_grad(b, g, &w2, &dyt)?;
     Ok(ConvGrads { dx, dweight, dbias })
 }
 
@@ -232,8 +262,23 @@ pub fn conv2d_input_grad<B: Backend>(
     padding: (usize, usize),
     dy: &Tensor<B>,
 ) -> Result<Tensor<B>> {
+    conv2d_input_grad_with(b, x, w, stride, padding, dy, None)
+}
+
+/// [`conv2d_input_grad`] in the pieces `split` (`None`: as the backend's buffer limit
+/// needs).
+pub fn conv2d_input_grad_with<B: Backend>(
+    b: &B,
+    x: &Tensor<B>,
+    w: &Tensor<B>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dy: &Tensor<B>,
+    split: Option<ConvSplit>,
+) -> Result<Tensor<B>> {
     let (g, w2, dyt) = backward_rows(b, x, w, stride, padding, dy)?;
-    input_grad(b, g, &w2, &dyt)
+    let split = plan(b, &g, w2.dims()[0], split)?;
+    Ok(split::backward_rows(b, None, &w2, g, &dyt, split)?.0)
 }
 
 impl<B: Backend> Module<B> for Conv2d<B> {

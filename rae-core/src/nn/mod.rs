@@ -24,7 +24,8 @@ pub use attention::{AttentionSaved, FusedAttention, SeparateAttention};
 pub use block_dit::{DitBlock, DitBlockSaved, FinalLayer, FinalLayerSaved};
 pub use block_vit::{VitBlock, VitBlockConfig, VitBlockSaved, VitNames};
 pub use conv::{
-    avg_pool2d, conv2d, conv2d_backward, conv2d_input_grad, max_pool2d, Conv2d, ConvGrads,
+    avg_pool2d, conv2d, conv2d_backward, conv2d_backward_with, conv2d_input_grad,
+    conv2d_input_grad_with, conv2d_with, max_pool2d, Conv2d, ConvGrads, ConvSplit,
 };
 pub use conv1d::{conv1d_circular, conv1d_circular_backward};
 pub use embed::{labels_from_i64, LabelEmbedder, PatchEmbed, TimestepEmbedder, TimestepSaved};
