@@ -135,7 +135,7 @@ pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, ta: bool, tb: bool) -> Vec<f
 /// One product `out[m, n] = op(a)[m, k] · op(b)[k, n]`, added to what `out` holds when
 /// `acc` (else `out` must be zeros: the blocked path always adds).
 #[allow(clippy::too_many_arguments)]
-fn product(
+pub(super) fn product(
     a: &[f32],
     b: &[f32],
     out: &mut [f32],

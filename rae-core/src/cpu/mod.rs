@@ -6,6 +6,7 @@
 //! their kernels in `ops` and `matmul`. With `std`, every op is timed by `profile` when
 //! `RAE_CPU_PROFILE` is set.
 
+mod attention;
 mod conv;
 mod layout;
 mod matmul;
@@ -21,8 +22,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::backend::{
-    AdamWStep, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder, Pool2d, Reduce,
-    Unary, Window2d,
+    AdamWStep, AttentionGrads, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder,
+    Pool2d, Reduce, Unary, Window2d,
 };
 use crate::check;
 use crate::error::Result;
@@ -297,6 +298,45 @@ impl Backend for CpuBackend {
     fn softmax_scaled_backward(&self, y: &T, dy: &T, scale: f32) -> Result<T> {
         timed!("softmax_bwd", 0, 3 * y.numel());
         rowwise::softmax_backward(y, dy, scale)
+    }
+
+    fn attention(&self, q: &T, k: &T, v: &T, scale: f32) -> Result<(T, T)> {
+        check::attention(q, k, v)?;
+        if self.precision != Precision::Fp32 || !(scale > 0.0 && scale.is_finite()) {
+            // Rounded operands, or a scale the row kernel does not fold: the composite.
+            let s = self.matmul(q, k, false, true)?;
+            let p = self.softmax_scaled(&s, scale)?;
+            return Ok((self.matmul(&p, v, false, false)?, p));
+        }
+        timed!("attention", profile::attention_flops(q.dims()), 0);
+        attention::forward(q, k, v, scale)
+    }
+
+    fn attention_backward(
+        &self,
+        q: &T,
+        k: &T,
+        v: &T,
+        p: &T,
+        dout: &T,
+        scale: f32,
+    ) -> Result<AttentionGrads<Self>> {
+        check::attention(q, k, v)?;
+        check::same_shape("attention_backward", q.shape(), dout.shape())?;
+        let mut pdims = q.dims().to_vec();
+        let n = pdims[pdims.len() - 2];
+        *pdims.last_mut().expect("rank ≥ 2") = n;
+        check::same_shape("attention_backward (p)", &Shape::new(&pdims)?, p.shape())?;
+        if self.precision != Precision::Fp32 || !scale.is_finite() {
+            let dv = self.matmul(p, dout, true, false)?;
+            let dp = self.matmul(dout, v, false, true)?;
+            let ds = self.softmax_scaled_backward(p, &dp, scale)?;
+            let dq = self.matmul(&ds, k, false, false)?;
+            let dk = self.matmul(&ds, q, true, false)?;
+            return Ok(AttentionGrads { dq, dk, dv });
+        }
+        timed!("attention_bwd", 2 * profile::attention_flops(q.dims()), 0);
+        attention::backward(q, k, v, p, dout, scale)
     }
 
     fn rope(&self, x: &T, cos: &T, sin: &T, inverse: bool) -> Result<T> {

@@ -396,6 +396,15 @@ pub fn softmax_row(row: &[f32], out: &mut [f32], scale: f32) {
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
+/// The backward of [`softmax_row`] for one row: from the output `y` and its gradient `dy`,
+/// `scale · y ⊙ (dy − ⟨y, dy⟩)`, the gradient with respect to the unscaled row.
+pub fn softmax_backward_row(y: &[f32], dy: &[f32], out: &mut [f32], scale: f32) {
+    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+    for ((o, &yv), &dv) in out.iter_mut().zip(y).zip(dy) {
+        *o = scale * (yv * (dv - dot));
+    }
+}
+
 /// The f32 sum of `xs` in sixteen interleaved running sums (a vector register's worth), so
 /// the loop is not one long chain of dependent additions.
 #[inline]

@@ -277,6 +277,14 @@ pub(crate) fn product_flops(d: &MatmulDims) -> usize {
     numel(&[2, d.batch, d.m, d.n, d.k])
 }
 
+/// The products of attention on `q` `[.., N, hd]`: `q·kᵀ` and `p·v`, `2·N²·hd` each per head
+/// (the backward does twice this).
+pub(crate) fn attention_flops(q: &[usize]) -> usize {
+    let r = q.len();
+    let heads = numel(&q[..r.saturating_sub(2)]);
+    numel(&[4, heads, q[r - 2], q[r - 2], q[r - 1]])
+}
+
 /// `matmul:` (right operand broadcast: linear layers) or `bmm:` (batched right operand:
 /// attention) and the transposes, `n` plain and `t` transposed, of the left then right
 /// operand.

@@ -157,12 +157,7 @@ pub(super) fn softmax_backward(y: &T, dy: &T, scale: f32) -> Result<T> {
     par::for_rows(&mut out, c, 4, |first, o| {
         for (r, orow) in o.chunks_mut(c).enumerate() {
             let base = (first + r) * c;
-            let yr = &ys[base..base + c];
-            let dr = &ds[base..base + c];
-            let dot: f32 = yr.iter().zip(dr).map(|(a, b)| a * b).sum();
-            for j in 0..c {
-                orow[j] = scale * (yr[j] * (dr[j] - dot));
-            }
+            ops::softmax_backward_row(&ys[base..base + c], &ds[base..base + c], orow, scale);
         }
     });
     Ok(make(out, y.shape().clone()))

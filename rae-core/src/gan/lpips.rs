@@ -171,7 +171,8 @@ impl<B: Backend> Lpips<B> {
         let n = x0.dims()[0];
         let (t0, _) = self.vgg.forward(b, &Self::scaled(b, x0)?, false)?;
         let (t1, saved1) = self.vgg.forward(b, &Self::scaled(b, x1)?, keep)?;
-        let mut per_sample = alloc::vec![0.0f32; n];
+        // The per-sample sum over taps stays on the device: one download per call.
+        let mut per_sample: Option<Tensor<B>> = None;
         let mut taps = Vec::new();
         for (k, (f0, f1)) in t0.iter().zip(&t1).enumerate() {
             let c = f0.dims()[1];
@@ -185,10 +186,11 @@ impl<B: Backend> Lpips<B> {
             // normalisation: [n, hw, 1] → [n].
             let lin = b.matmul(&sq, &w, false, false)?;
             let tap = b.reduce(Reduce::Sum, &lin, [n, hw, 1])?;
-            let v = b.download(&tap)?;
-            for (s, x) in per_sample.iter_mut().zip(v) {
-                *s += x / (hw * c) as f32;
-            }
+            let inv = 1.0 / (hw * c) as f32;
+            per_sample = Some(match per_sample {
+                None => b.scale(&tap, inv)?,
+                Some(acc) => b.axpy(inv, &tap, &acc)?,
+            });
             if keep {
                 taps.push(TapSaved {
                     f1: f1t,
@@ -198,6 +200,10 @@ impl<B: Backend> Lpips<B> {
                 });
             }
         }
+        let per_sample = match per_sample {
+            Some(t) => b.download(&t)?,
+            None => alloc::vec![0.0f32; n],
+        };
         let mean = per_sample.iter().sum::<f32>() / n.max(1) as f32;
         let saved = saved1.map(|vgg| LpipsSaved {
             vgg,
