@@ -86,8 +86,8 @@ pub(super) fn forward(q: &T, k: &T, v: &T, scale: f32) -> Result<(T, T)> {
     let (heads, n, hd) = geometry(q);
     let mut pdims = q.dims().to_vec();
     *pdims.last_mut().expect("rank ≥ 2") = n;
-    let mut p = pool::zeroed(heads * n * n);
-    let mut o = pool::zeroed(heads * n * hd);
+    let mut p = pool::scratch(heads * n * n);
+    let mut o = matmul::output(heads * n * hd);
     if heads * n * hd > 0 {
         let (qs, ks, vs) = (data(q), data(k), data(v));
         let parallel = by_heads(heads, n, hd);
@@ -121,9 +121,9 @@ pub(super) fn backward(
 ) -> Result<AttentionGrads<super::CpuBackend>> {
     let (heads, n, hd) = geometry(q);
     let (mut dq, mut dk, mut dv) = (
-        pool::zeroed(q.numel()),
-        pool::zeroed(q.numel()),
-        pool::zeroed(q.numel()),
+        matmul::output(q.numel()),
+        matmul::output(q.numel()),
+        matmul::output(q.numel()),
     );
     if heads * n * hd > 0 {
         let (qs, ks, vs, ps, ds) = (data(q), data(k), data(v), data(p), data(dout));

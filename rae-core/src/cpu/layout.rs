@@ -54,7 +54,7 @@ pub(super) fn patchify(x: &T, p: usize, order: PatchOrder) -> Result<T> {
     let (b, c, h, w) = check::patchify(x.shape(), p)?;
     let (gh, gw) = (h / p, w / p);
     let xs = data(x);
-    let mut out = super::pool::zeroed(xs.len());
+    let mut out = super::pool::scratch(xs.len());
     let pc = p * p * c;
     for bi in 0..b {
         for ci in 0..c {
@@ -83,7 +83,7 @@ pub(super) fn unpatchify(
     let (gh, gw) = grid;
     let (h, w, c) = (gh * p, gw * p, channels);
     let xs = data(x);
-    let mut out = super::pool::zeroed(xs.len());
+    let mut out = super::pool::scratch(xs.len());
     let pc = p * p * c;
     for bi in 0..b {
         for ci in 0..c {

@@ -89,10 +89,26 @@ impl Operand {
     }
 }
 
+/// A buffer for the output of [`product`]s with `acc = false` and `k > 0`: `gemm` writes
+/// every value (a kept buffer needs no zeroing pass), the blocked kernel adds into zeros.
+pub(super) fn output(len: usize) -> Vec<f32> {
+    #[cfg(feature = "gemm")]
+    {
+        super::pool::scratch(len)
+    }
+    #[cfg(not(feature = "gemm"))]
+    {
+        super::pool::zeroed(len)
+    }
+}
+
 /// `out = op(a) · op(b)` for every batch entry; `out` is `[batch, m, n]`.
 pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, ta: bool, tb: bool) -> Vec<f32> {
     let (m, n, k) = (d.m, d.n, d.k);
-    let mut out = super::pool::zeroed(d.batch * m * n);
+    let mut out = match k {
+        0 => super::pool::zeroed(d.batch * m * n),
+        _ => output(d.batch * m * n),
+    };
     if m == 0 || n == 0 || d.batch == 0 {
         return out;
     }

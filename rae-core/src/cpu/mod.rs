@@ -101,7 +101,7 @@ macro_rules! timed {
 
 fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
     let xs = data(x);
-    let mut out = pool::zeroed(xs.len());
+    let mut out = pool::scratch(xs.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
         // Zipped slices, not indices: no bounds checks, so the loop vectorises.
         for (v, &x) in o.iter_mut().zip(&xs[first..]) {
@@ -113,7 +113,7 @@ fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
 
 fn zip(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync) -> T {
     let (xa, xb) = (data(a), data(b));
-    let mut out = pool::zeroed(xa.len());
+    let mut out = pool::scratch(xa.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
         for ((v, &x), &y) in o.iter_mut().zip(&xa[first..]).zip(&xb[first..]) {
             *v = f(x, y);

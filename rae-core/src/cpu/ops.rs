@@ -269,7 +269,7 @@ pub fn layernorm(
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let mut y = super::pool::zeroed(x.len());
+    let mut y = super::pool::scratch(x.len());
     let mut means = super::pool::zeroed(rows);
     let mut rstds = super::pool::zeroed(rows);
     if rows == 0 {
@@ -313,7 +313,7 @@ fn rows_per_part(rows: usize, c: usize) -> usize {
 /// RMSNorm forward; returns `(y, rstd)`.
 pub fn rmsnorm(x: &[f32], w: Option<&[f32]>, c: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
     let rows = x.len().checked_div(c).unwrap_or(0);
-    let mut y = super::pool::zeroed(x.len());
+    let mut y = super::pool::scratch(x.len());
     let mut rstds = super::pool::zeroed(rows);
     if rows == 0 {
         return (y, rstds);

@@ -18,7 +18,7 @@ pub(super) fn bcast_affine(x: &T, a: Option<&T>, b: Option<&T>, dims: [usize; 3]
     let av: Vec<f32> = a.map_or_else(|| vec![1.0; mid], |a| data(a).to_vec());
     let bv: Vec<f32> = b.map_or_else(|| vec![0.0; mid], |b| data(b).to_vec());
     let row = mid * inner;
-    let mut out = super::pool::zeroed(xs.len());
+    let mut out = super::pool::scratch(xs.len());
     par::for_rows(&mut out, row, 2, |first, o| {
         for (r, orow) in o.chunks_mut(row).enumerate() {
             let xrow = &xs[(first + r) * row..(first + r + 1) * row];
@@ -137,7 +137,7 @@ pub(super) fn rmsnorm_backward(
 pub(super) fn softmax(x: &T, scale: f32) -> Result<T> {
     let c = x.shape().last();
     let xs = data(x);
-    let mut out = super::pool::zeroed(xs.len());
+    let mut out = super::pool::scratch(xs.len());
     par::for_rows(&mut out, c, 8, |first, o| {
         for (r, orow) in o.chunks_mut(c).enumerate() {
             let row = &xs[(first + r) * c..(first + r + 1) * c];
@@ -153,7 +153,7 @@ pub(super) fn softmax_backward(y: &T, dy: &T, scale: f32) -> Result<T> {
     check::same_shape("softmax_backward", y.shape(), dy.shape())?;
     let c = y.shape().last();
     let (ys, ds) = (data(y), data(dy));
-    let mut out = super::pool::zeroed(ys.len());
+    let mut out = super::pool::scratch(ys.len());
     par::for_rows(&mut out, c, 4, |first, o| {
         for (r, orow) in o.chunks_mut(c).enumerate() {
             let base = (first + r) * c;
@@ -167,7 +167,7 @@ pub(super) fn softmax_backward(y: &T, dy: &T, scale: f32) -> Result<T> {
 pub(super) fn rope(x: &T, cos: &T, sin: &T, inverse: bool) -> Result<T> {
     let (_, n, hd) = check::rope(x, cos, sin)?;
     let (xs, cs, ss) = (data(x), data(cos), data(sin));
-    let mut out = super::pool::zeroed(xs.len());
+    let mut out = super::pool::scratch(xs.len());
     par::for_rows(&mut out, hd, 4, |first, o| {
         for (r, orow) in o.chunks_mut(hd).enumerate() {
             let row = first + r;
@@ -189,7 +189,7 @@ pub(super) fn rope(x: &T, cos: &T, sin: &T, inverse: bool) -> Result<T> {
 pub(super) fn swiglu(u: &T) -> Result<T> {
     let (rows, h) = check::swiglu(u.shape())?;
     let us = data(u);
-    let mut out = super::pool::zeroed(rows * h);
+    let mut out = super::pool::scratch(rows * h);
     par::for_rows(&mut out, h, 8, |first, o| {
         for (r, orow) in o.chunks_mut(h).enumerate() {
             let base = (first + r) * 2 * h;
@@ -206,7 +206,7 @@ pub(super) fn swiglu_backward(u: &T, dy: &T) -> Result<T> {
     let (rows, h) = check::swiglu(u.shape())?;
     check::same_shape("swiglu_backward", &u.shape().with_last(h), dy.shape())?;
     let (us, ds) = (data(u), data(dy));
-    let mut out = super::pool::zeroed(rows * 2 * h);
+    let mut out = super::pool::scratch(rows * 2 * h);
     par::for_rows(&mut out, 2 * h, 8, |first, o| {
         for (r, orow) in o.chunks_mut(2 * h).enumerate() {
             let row = first + r;
@@ -226,7 +226,7 @@ pub(super) fn swiglu_backward(u: &T, dy: &T) -> Result<T> {
 pub(super) fn modulate(x: &T, shift: Option<&T>, scale: Option<&T>) -> Result<T> {
     let d = check::modulate(x, shift, scale)?;
     let (xs, sh, sc) = (data(x), shift.map(data), scale.map(data));
-    let mut out = super::pool::zeroed(xs.len());
+    let mut out = super::pool::scratch(xs.len());
     par::for_rows(&mut out, d.c, 2, |first, o| {
         for (r, orow) in o.chunks_mut(d.c).enumerate() {
             let row = first + r;
@@ -253,7 +253,7 @@ pub(super) fn modulate_backward(
     let (xs, ds, sc) = (data(x), data(dy), scale.map(data));
     let dx = match sc {
         Some(s) => {
-            let mut out = super::pool::zeroed(xs.len());
+            let mut out = super::pool::scratch(xs.len());
             for (row, orow) in out.chunks_mut(d.c).enumerate() {
                 let crow = ops::cond_row(row, &d);
                 for j in 0..d.c {
@@ -280,7 +280,7 @@ pub(super) fn modulate_backward(
 pub(super) fn gate(x: &T, g: &T) -> Result<T> {
     let d = check::cond("gate", x.shape(), g.shape())?;
     let (xs, gs) = (data(x), data(g));
-    let mut out = super::pool::zeroed(xs.len());
+    let mut out = super::pool::scratch(xs.len());
     par::for_rows(&mut out, d.c, 1, |first, o| {
         for (r, orow) in o.chunks_mut(d.c).enumerate() {
             let row = first + r;
