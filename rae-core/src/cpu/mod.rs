@@ -16,6 +16,7 @@ pub mod pool;
 #[cfg(feature = "std")]
 pub mod profile;
 mod rowwise;
+pub mod simd;
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -104,9 +105,11 @@ fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
     let mut out = pool::scratch(xs.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
         // Zipped slices, not indices: no bounds checks, so the loop vectorises.
-        for (v, &x) in o.iter_mut().zip(&xs[first..]) {
-            *v = f(x);
-        }
+        simd::wide(|| {
+            for (v, &x) in o.iter_mut().zip(&xs[first..]) {
+                *v = f(x);
+            }
+        })
     });
     make(out, x.shape().clone())
 }
@@ -115,9 +118,11 @@ fn zip(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync) -> T {
     let (xa, xb) = (data(a), data(b));
     let mut out = pool::scratch(xa.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
-        for ((v, &x), &y) in o.iter_mut().zip(&xa[first..]).zip(&xb[first..]) {
-            *v = f(x, y);
-        }
+        simd::wide(|| {
+            for ((v, &x), &y) in o.iter_mut().zip(&xa[first..]).zip(&xb[first..]) {
+                *v = f(x, y);
+            }
+        })
     });
     make(out, a.shape().clone())
 }
