@@ -145,10 +145,11 @@ pub(super) fn slice_mid(x: &T, dims: [usize; 3], start: usize, len: usize) -> Re
     check::slice_mid(x.shape(), dims, start, len)?;
     let [a, b, c] = dims;
     let xs = data(x);
-    let mut out = Vec::with_capacity(a * len * c);
-    for i in 0..a {
+    // A kept buffer: no fresh pages to fault in on every call.
+    let mut out = super::pool::scratch(a * len * c);
+    for (i, o) in out.chunks_exact_mut((len * c).max(1)).enumerate() {
         let base = (i * b + start) * c;
-        out.extend_from_slice(&xs[base..base + len * c]);
+        o.copy_from_slice(&xs[base..base + len * c]);
     }
     make_dims(out, &[a, len, c])
 }
@@ -158,11 +159,13 @@ pub(super) fn concat_mid(xs: &[&T], outer: usize, inner: usize) -> Result<T> {
     let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
     let mids = check::concat_mid(&shapes, outer, inner)?;
     let total: usize = mids.iter().sum();
-    let mut out = Vec::with_capacity(outer * total * inner);
+    let mut out = super::pool::scratch(outer * total * inner);
+    let mut at = 0;
     for o in 0..outer {
         for (x, &m) in xs.iter().zip(&mids) {
             let base = o * m * inner;
-            out.extend_from_slice(&data(x)[base..base + m * inner]);
+            out[at..at + m * inner].copy_from_slice(&data(x)[base..base + m * inner]);
+            at += m * inner;
         }
     }
     make_dims(out, &[outer, total, inner])
