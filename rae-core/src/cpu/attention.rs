@@ -20,6 +20,14 @@ fn geometry(q: &T) -> (usize, usize, usize) {
     (q.numel() / (n * hd).max(1), n, hd)
 }
 
+/// The probabilities' shape `[.., N, N]` for `q` `[.., N, hd]` (rank ≥ 2, checked).
+pub(super) fn probs_dims(q: &[usize]) -> Vec<usize> {
+    let mut d = q.to_vec();
+    let r = d.len();
+    d[r - 1] = d[r - 2];
+    d
+}
+
 /// Whether heads run in parallel (each product on one thread) or one after another (each
 /// product threaded), as the batched matmul decides for `[heads, n, n]·[heads, n, hd]`.
 fn by_heads(heads: usize, n: usize, hd: usize) -> bool {
@@ -84,8 +92,7 @@ fn zeros(v: &mut Vec<f32>, len: usize) {
 /// probabilities `[.., N, N]`.
 pub(super) fn forward(q: &T, k: &T, v: &T, scale: f32) -> Result<(T, T)> {
     let (heads, n, hd) = geometry(q);
-    let mut pdims = q.dims().to_vec();
-    *pdims.last_mut().expect("rank ≥ 2") = n;
+    let pdims = probs_dims(q.dims());
     let mut p = pool::scratch(heads * n * n);
     let mut o = matmul::output(heads * n * hd);
     if heads * n * hd > 0 {

@@ -328,9 +328,7 @@ impl Backend for CpuBackend {
     ) -> Result<AttentionGrads<Self>> {
         check::attention(q, k, v)?;
         check::same_shape("attention_backward", q.shape(), dout.shape())?;
-        let mut pdims = q.dims().to_vec();
-        let n = pdims[pdims.len() - 2];
-        *pdims.last_mut().expect("rank ≥ 2") = n;
+        let pdims = attention::probs_dims(q.dims());
         check::same_shape("attention_backward (p)", &Shape::new(&pdims)?, p.shape())?;
         if self.precision != Precision::Fp32 || !scale.is_finite() {
             let dv = self.matmul(p, dout, true, false)?;

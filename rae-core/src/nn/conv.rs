@@ -244,7 +244,7 @@ pub fn conv2d_backward_with<B: Backend>(
     let o = w2.dims()[0];
     let split = plan(b, &g, o, split)?;
     let (dx, dweight) = split::backward_rows(b, Some(x), &w2, g, &dyt, split)?;
-    let dweight = dweight.expect("asked with x").reshape(w.dims())?;
+    let dweight = dweight.ok_or_else(split::no_channels)?.reshape(w.dims())?;
     let dbias = match has_bias {
         true => Some(b.reduce(Reduce::Sum, &dyt, [1, n * np, o])?.reshape(&[o])?),
         false => None,

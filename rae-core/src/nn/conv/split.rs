@@ -143,14 +143,24 @@ fn weight_block<B: Backend>(
 }
 
 /// Flat concatenation of pieces (one piece is returned as it is).
-fn join<B: Backend>(b: &B, parts: Vec<Tensor<B>>, outer: usize, inner: usize) -> Result<Tensor<B>> {
-    match parts.len() {
-        1 => Ok(parts.into_iter().next().expect("one piece")),
-        _ => {
-            let refs: Vec<&Tensor<B>> = parts.iter().collect();
-            b.concat_mid(&refs, outer, inner)
+fn join<B: Backend>(
+    b: &B,
+    mut parts: Vec<Tensor<B>>,
+    outer: usize,
+    inner: usize,
+) -> Result<Tensor<B>> {
+    if parts.len() == 1 {
+        if let Some(one) = parts.pop() {
+            return Ok(one);
         }
     }
+    let refs: Vec<&Tensor<B>> = parts.iter().collect();
+    b.concat_mid(&refs, outer, inner)
+}
+
+/// The error of a window with no input channels (which [`Window2d::check`] rejects first).
+pub(super) fn no_channels() -> Error {
+    Error::invalid("conv2d", "the input has no channels")
 }
 
 /// `a + p`, or `p` for the first piece.
@@ -184,7 +194,7 @@ pub(super) fn forward_rows<B: Backend>(
             let part = b.matmul(&cols, &weight_block(b, w2, g, c0, len)?, false, true)?;
             acc = Some(accumulate(b, acc, part)?);
         }
-        rows.push(acc.expect("at least one channel group"));
+        rows.push(acc.ok_or_else(no_channels)?);
     }
     join(b, rows, 1, 1)?.reshape(&[g.n * np, o])
 }
