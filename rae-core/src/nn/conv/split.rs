@@ -93,37 +93,32 @@ fn pieces(total: usize, step: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |s| (s, step.min(total - s)))
 }
 
-/// Images `[i0, i0 + m)` of `x` `[n, c, h, w]` (`x` itself when that is all of them) and
-/// their window.
-fn images<B: Backend>(
-    b: &B,
-    x: &Tensor<B>,
-    g: Window2d,
-    i0: usize,
-    m: usize,
-) -> Result<(Tensor<B>, Window2d)> {
-    let gi = Window2d { n: m, ..g };
-    if m == g.n {
-        return Ok((x.clone(), gi));
-    }
-    let xi = b.slice_mid(x, [1, g.n, g.c * g.h * g.w], i0, m)?;
-    Ok((xi.reshape(&gi.input_dims())?, gi))
+/// The axis of `x` `[n, c, h, w]` a piece is cut along.
+#[derive(Clone, Copy)]
+enum Axis {
+    Images,
+    Channels,
 }
 
-/// Channels `[c0, c0 + len)` of `x` `[m, c, h, w]` and their window.
-fn channels<B: Backend>(
+/// The piece `[start, start + len)` of `x` along `axis` (`x` itself when that is all of it)
+/// and its window.
+fn piece<B: Backend>(
     b: &B,
     x: &Tensor<B>,
     g: Window2d,
-    c0: usize,
+    axis: Axis,
+    start: usize,
     len: usize,
 ) -> Result<(Tensor<B>, Window2d)> {
-    let gc = Window2d { c: len, ..g };
-    if len == g.c {
-        return Ok((x.clone(), gc));
+    let (gp, whole, view) = match axis {
+        Axis::Images => (Window2d { n: len, ..g }, g.n, [1, g.n, g.c * g.h * g.w]),
+        Axis::Channels => (Window2d { c: len, ..g }, g.c, [g.n, g.c, g.h * g.w]),
+    };
+    if len == whole {
+        return Ok((x.clone(), gp));
     }
-    let xc = b.slice_mid(x, [g.n, g.c, g.h * g.w], c0, len)?;
-    Ok((xc.reshape(&gc.input_dims())?, gc))
+    let xp = b.slice_mid(x, view, start, len)?;
+    Ok((xp.reshape(&gp.input_dims())?, gp))
 }
 
 /// The block of `w2` `[o, c·kh·kw]` for channels `[c0, c0 + len)`: `[o, len·kh·kw]`.
@@ -185,10 +180,10 @@ pub(super) fn forward_rows<B: Backend>(
     let o = w2.dims()[0];
     let mut rows = Vec::new();
     for (i0, m) in pieces(g.n, split.images) {
-        let (xi, gi) = images(b, x, g, i0, m)?;
+        let (xi, gi) = piece(b, x, g, Axis::Images, i0, m)?;
         let mut acc = None;
         for (c0, len) in pieces(g.c, split.channels) {
-            let (xc, gc) = channels(b, &xi, gi, c0, len)?;
+            let (xc, gc) = piece(b, &xi, gi, Axis::Channels, c0, len)?;
             let k = gc.cols_dims()[2];
             let cols = b.im2col(&xc, gc)?.reshape(&[m * np, k])?;
             let part = b.matmul(&cols, &weight_block(b, w2, g, c0, len)?, false, true)?;
@@ -220,7 +215,7 @@ pub(super) fn backward_rows<B: Backend>(
                 .slice_mid(dyt, [1, n * np, o], i0 * np, m * np)?
                 .reshape(&[m * np, o])?,
         };
-        let xi = x.map(|x| images(b, x, g, i0, m)).transpose()?;
+        let xi = x.map(|x| piece(b, x, g, Axis::Images, i0, m)).transpose()?;
         let gi = Window2d { n: m, ..g };
         let (mut dx_groups, mut dw_groups) = (Vec::new(), Vec::new());
         for (c0, len) in pieces(g.c, split.channels) {
@@ -232,7 +227,7 @@ pub(super) fn backward_rows<B: Backend>(
             dx_groups.push(b.col2im(&dcols, gc)?);
             drop(dcols);
             if let Some((xi, _)) = &xi {
-                let (xc, gc) = channels(b, xi, gi, c0, len)?;
+                let (xc, gc) = piece(b, xi, gi, Axis::Channels, c0, len)?;
                 let k = gc.cols_dims()[2];
                 let cols = b.im2col(&xc, gc)?.reshape(&[m * np, k])?;
                 dw_groups.push(b.matmul(&dyi, &cols, true, false)?);
