@@ -1,5 +1,7 @@
-//! A minimal parallel-for over disjoint output chunks: scoped threads under `std`, a plain
-//! loop otherwise or when the work is too small to pay for a thread.
+//! A minimal parallel-for over disjoint output chunks: tasks on rayon's global pool under
+//! `std` (the pool `gemm`'s products run on, so element-wise work never competes with its
+//! workers for the cores, and no thread is started per op), a plain loop otherwise or when
+//! the work is too small to pay for a task.
 
 /// Below this many output elements (times the per-element cost hint) work stays on one
 /// thread: spawning costs tens of microseconds.
@@ -15,10 +17,7 @@ pub fn threads() -> usize {
         if c != 0 {
             return c;
         }
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .max(1);
+        let n = rayon::current_num_threads().max(1);
         CACHED.store(n, Ordering::Relaxed);
         n
     }
@@ -47,10 +46,10 @@ where
     #[cfg(feature = "std")]
     {
         let per = rows.div_ceil(t);
-        std::thread::scope(|s| {
+        rayon::scope(|s| {
             for (i, chunk) in out.chunks_mut(per * row_len).enumerate() {
                 let f = &f;
-                s.spawn(move || f(i * per, chunk));
+                s.spawn(move |_| f(i * per, chunk));
             }
         });
     }
@@ -71,7 +70,7 @@ pub fn part_len(n: usize) -> usize {
     }
 }
 
-/// Runs `f` on every part, one scoped thread per part when there are several (under `std`),
+/// Runs `f` on every part, one pool task per part when there are several (under `std`),
 /// in order on this thread otherwise.
 pub fn for_each_part<W, F>(parts: impl Iterator<Item = W>, f: F)
 where
@@ -80,18 +79,16 @@ where
 {
     #[cfg(feature = "std")]
     {
-        let mut parts = parts.peekable();
-        let Some(first) = parts.next() else { return };
-        if parts.peek().is_none() {
-            f(first);
+        let mut parts: alloc::vec::Vec<W> = parts.collect();
+        if parts.len() <= 1 {
+            parts.into_iter().for_each(f);
             return;
         }
-        std::thread::scope(|s| {
+        rayon::scope(|s| {
             let f = &f;
-            for w in parts {
-                s.spawn(move || f(w));
+            for w in parts.drain(..) {
+                s.spawn(move |_| f(w));
             }
-            f(first);
         });
     }
     #[cfg(not(feature = "std"))]
