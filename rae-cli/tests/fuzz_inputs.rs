@@ -307,7 +307,10 @@ fn yaml_config_reader_survives_mutations() {
                     match (got, want) {
                         // yaml-rust2's loader takes a BadValue key (a failed `!!int` tag)
                         // for "no key yet" and shifts the mapping; ours keeps it in place.
-                        (Ok(got), Ok(_)) if got.iter().any(has_bad_value) => {}
+                        // The shift can also pair two later keys into a duplicate, which
+                        // it then refuses (seen with `!!bool patch_size: 1`), so its result
+                        // is not an oracle for such a document, Ok or Err.
+                        (Ok(got), _) if got.iter().any(has_bad_value) => {}
                         (Ok(got), Ok(want)) => {
                             assert_eq!(got, want, "{text:?}");
                             SAME.fetch_add(1, Ordering::Relaxed);
