@@ -15,6 +15,7 @@ use crate::precision::Precision;
 use crate::rng::PhiloxKey;
 use crate::tensor::Tensor;
 
+pub mod composite;
 mod conv;
 mod ops;
 pub use conv::{Pool2d, Window2d};
@@ -487,11 +488,7 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
         v: &Tensor<Self>,
         scale: f32,
     ) -> Result<(Tensor<Self>, Tensor<Self>)> {
-        check::attention(q, k, v)?;
-        let s = self.matmul(q, k, false, true)?;
-        let p = self.softmax_scaled(&s, scale)?;
-        let o = self.matmul(&p, v, false, false)?;
-        Ok((o, p))
+        composite::attention(self, q, k, v, scale)
     }
 
     /// Backward of [`Backend::attention`] from the saved probabilities `p`.
@@ -504,14 +501,7 @@ pub trait Backend: Clone + core::fmt::Debug + Send + Sync + 'static {
         dout: &Tensor<Self>,
         scale: f32,
     ) -> Result<AttentionGrads<Self>> {
-        check::attention(q, k, v)?;
-        check::same_shape("attention_backward", q.shape(), dout.shape())?;
-        let dv = self.matmul(p, dout, true, false)?;
-        let dp = self.matmul(dout, v, false, true)?;
-        let ds = self.softmax_scaled_backward(p, &dp, scale)?;
-        let dq = self.matmul(&ds, k, false, false)?;
-        let dk = self.matmul(&ds, q, true, false)?;
-        Ok(AttentionGrads { dq, dk, dv })
+        composite::attention_backward(self, q, k, v, p, dout, scale)
     }
 
     /// [`Backend::attention`] for training, keeping what the backend chooses for the

@@ -23,8 +23,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::backend::{
-    AdamWStep, AttentionGrads, Backend, Binary, ModulateGrads, NormGrads, NormStats, PatchOrder,
-    Pool2d, Reduce, Unary, Window2d,
+    composite, AdamWStep, AttentionGrads, Backend, Binary, ModulateGrads, NormGrads, NormStats,
+    PatchOrder, Pool2d, Reduce, Unary, Window2d,
 };
 use crate::check;
 use crate::error::Result;
@@ -309,9 +309,7 @@ impl Backend for CpuBackend {
         check::attention(q, k, v)?;
         if self.precision != Precision::Fp32 || !(scale > 0.0 && scale.is_finite()) {
             // Rounded operands, or a scale the row kernel does not fold: the composite.
-            let s = self.matmul(q, k, false, true)?;
-            let p = self.softmax_scaled(&s, scale)?;
-            return Ok((self.matmul(&p, v, false, false)?, p));
+            return composite::attention(self, q, k, v, scale);
         }
         timed!("attention", profile::attention_flops(q.dims()), 0);
         attention::forward(q, k, v, scale)
@@ -331,12 +329,7 @@ impl Backend for CpuBackend {
         let pdims = attention::probs_dims(q.dims());
         check::same_shape("attention_backward (p)", &Shape::new(&pdims)?, p.shape())?;
         if self.precision != Precision::Fp32 || !scale.is_finite() {
-            let dv = self.matmul(p, dout, true, false)?;
-            let dp = self.matmul(dout, v, false, true)?;
-            let ds = self.softmax_scaled_backward(p, &dp, scale)?;
-            let dq = self.matmul(&ds, k, false, false)?;
-            let dk = self.matmul(&ds, q, true, false)?;
-            return Ok(AttentionGrads { dq, dk, dv });
+            return composite::attention_backward(self, q, k, v, p, dout, scale);
         }
         timed!("attention_bwd", 2 * profile::attention_flops(q.dims()), 0);
         attention::backward(q, k, v, p, dout, scale)
