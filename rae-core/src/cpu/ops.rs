@@ -22,7 +22,8 @@ pub fn exp(x: f32) -> f32 {
     // 1.5·2^23: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 / 5040.0;
     let p = p * r + 1.0 / 720.0;
@@ -32,7 +33,11 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `n` as an integer, read from the bits of `shifted` (`1.5·2^23 + n`, |n| ≤ 127: its
+    // last mantissa bits are `n`). The same value as `n as i32`, whose saturating
+    // conversion LLVM turns into a scalar conversion per lane (about 8× slower).
+    let ni = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    p * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
 /// Logistic sigmoid.
@@ -289,24 +294,30 @@ pub fn layernorm(
         .chunks_mut(per * c)
         .zip(x.chunks(per * c))
         .zip(means.chunks_mut(per).zip(rstds.chunks_mut(per)));
+    // The sums in sixteen lanes (not one chain of dependent additions) and the loops at the
+    // CPU's vector width.
     super::par::for_each_part(parts, |((y, x), (means, rstds))| {
-        for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
-            let mean = row.iter().sum::<f32>() / c as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
-            let rstd = 1.0 / libm::sqrtf(var + eps);
-            means[r] = mean;
-            rstds[r] = rstd;
-            for j in 0..c {
-                let mut v = (row[j] - mean) * rstd;
-                if let Some(g) = gamma {
-                    v *= g[j];
+        super::simd::wide(
+            #[inline(always)]
+            || {
+                for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                    let mean = sum_lanes(row) / c as f32;
+                    let var = sum_lanes_of(row, |v| (v - mean) * (v - mean)) / c as f32;
+                    let rstd = 1.0 / sqrt(var + eps);
+                    means[r] = mean;
+                    rstds[r] = rstd;
+                    for (o, &v) in yr.iter_mut().zip(row) {
+                        *o = (v - mean) * rstd;
+                    }
+                    if let Some(g) = gamma {
+                        yr.iter_mut().zip(g).for_each(|(o, &g)| *o *= g);
+                    }
+                    if let Some(b) = beta {
+                        yr.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+                    }
                 }
-                if let Some(b) = beta {
-                    v += b[j];
-                }
-                yr[j] = v;
-            }
-        }
+            },
+        )
     });
     (y, means, rstds)
 }
@@ -332,14 +343,24 @@ pub fn rmsnorm(x: &[f32], w: Option<&[f32]>, c: usize, eps: f32) -> (Vec<f32>, V
         .zip(x.chunks(per * c))
         .zip(rstds.chunks_mut(per));
     super::par::for_each_part(parts, |((y, x), rstds)| {
-        for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / c as f32;
-            let rstd = 1.0 / libm::sqrtf(ms + eps);
-            rstds[r] = rstd;
-            for j in 0..c {
-                yr[j] = row[j] * rstd * w.map_or(1.0, |w| w[j]);
-            }
-        }
+        super::simd::wide(
+            #[inline(always)]
+            || {
+                for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                    let ms = sum_lanes_of(row, |v| v * v) / c as f32;
+                    let rstd = 1.0 / sqrt(ms + eps);
+                    rstds[r] = rstd;
+                    match w {
+                        Some(w) => {
+                            for ((o, &v), &w) in yr.iter_mut().zip(row).zip(w) {
+                                *o = v * rstd * w;
+                            }
+                        }
+                        None => yr.iter_mut().zip(row).for_each(|(o, &v)| *o = v * rstd),
+                    }
+                }
+            },
+        )
     });
     (y, rstds)
 }
@@ -395,7 +416,7 @@ pub fn norm_backward(
 /// maximum of the scaled values) and each value is scaled as it is exponentiated: the same
 /// bits as scaling the row first, one pass over memory fewer.
 pub fn softmax_row(row: &[f32], out: &mut [f32], scale: f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+    let max = max_lanes(row) * scale;
     // The exponentials in a loop of their own and the sum in sixteen lanes: both vectorise.
     for (o, &v) in out.iter_mut().zip(row) {
         *o = exp(v * scale - max);
@@ -417,15 +438,40 @@ pub fn softmax_backward_row(y: &[f32], dy: &[f32], out: &mut [f32], scale: f32) 
 /// the loop is not one long chain of dependent additions.
 #[inline]
 pub fn sum_lanes(xs: &[f32]) -> f32 {
+    sum_lanes_of(xs, |v| v)
+}
+
+/// The f32 sum of `f(x)` over `xs`, in the order of [`sum_lanes`].
+#[inline(always)]
+pub fn sum_lanes_of(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; 16];
     let mut chunks = xs.chunks_exact(16);
     for c in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
+            *a += f(v);
         }
     }
-    let tail: f32 = chunks.remainder().iter().sum();
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// The largest of `xs` (−∞ for none; NaNs are passed over as `f32::max` does), in sixteen
+/// running maxima so the loop vectorises. The maximum does not depend on the order.
+#[inline(always)]
+pub fn max_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    acc.iter().copied().fold(tail, f32::max)
 }
 
 /// RoPE on one head vector (§3.4); with `inverse` the transposed rotation (the backward).
