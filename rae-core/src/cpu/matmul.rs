@@ -10,6 +10,7 @@ use crate::precision::Precision;
 
 #[cfg(not(feature = "gemm"))]
 mod blocked;
+pub mod weights_t;
 
 /// [`matmul`] on operands first rounded to `precision` (§7.5: what tensor cores compute,
 /// f32 accumulation); plain [`matmul`] for f32.
@@ -24,28 +25,42 @@ pub fn matmul_in(
     rounded(precision, a, b, |a, b| matmul(a, b, d, ta, tb))
 }
 
-/// A linear layer's `x[rows, k] · wᵀ + bias` (`w` `[n, k]`) in one pass over the output: the
-/// output starts as the bias rows and the product accumulates into it, instead of a
-/// product followed by a separate bias pass. Operands are rounded to `precision` first as
-/// in [`matmul_in`].
+/// A linear layer's `x[rows, k] · wᵀ (+ bias)` (`w` `[n, k]`) in one pass over the output:
+/// with a bias the output starts as the bias rows and the product accumulates into it,
+/// instead of a product followed by a separate bias pass. Operands are rounded to
+/// `precision` first as in [`matmul_in`]. `wt`, when given, is `w` in `[k, n]` order (see
+/// [`weights_t`]) and is used in its place for f32.
 pub fn linear_in(
     precision: Precision,
     x: &[f32],
     w: &[f32],
-    bias: &[f32],
+    wt: Option<&[f32]>,
+    bias: Option<&[f32]>,
     d: &MatmulDims,
 ) -> Result<Vec<f32>> {
     let (rows, n, k) = (d.batch * d.m, d.n, d.k);
-    // Every value is overwritten by the bias, so a kept buffer need not be zeroed first.
-    let mut out = super::pool::scratch(rows * n);
-    for row in out.chunks_mut(n.max(1)) {
-        row.copy_from_slice(bias);
-    }
+    let mut out = match bias {
+        // Every value is overwritten by the bias, so a kept buffer need not be zeroed first.
+        Some(bias) => {
+            let mut out = super::pool::scratch(rows * n);
+            for row in out.chunks_mut(n.max(1)) {
+                row.copy_from_slice(bias);
+            }
+            out
+        }
+        None if k == 0 => super::pool::zeroed(rows * n),
+        None => output(rows * n),
+    };
     if rows == 0 || n == 0 || k == 0 {
         return Ok(out);
     }
+    let acc = bias.is_some();
+    if let (Some(wt), Precision::Fp32) = (wt, precision) {
+        product(x, wt, &mut out, rows, n, k, false, false, true, acc);
+        return Ok(out);
+    }
     rounded(precision, x, w, |x, w| {
-        product(x, w, &mut out, rows, n, k, false, true, true, true)
+        product(x, w, &mut out, rows, n, k, false, true, true, acc)
     })?;
     Ok(out)
 }

@@ -229,10 +229,12 @@ impl Backend for CpuBackend {
             profile::product_flops(&d),
             0
         );
-        let y = match b {
-            Some(b) => matmul::linear_in(self.precision, data(x), data(w), data(b), &d)?,
-            None => matmul::matmul_in(self.precision, data(x), data(w), &d, false, true)?,
-        };
+        // Many rows in f32: the weight in `[k, n]` order, copied once and kept.
+        let wt = (self.precision == Precision::Fp32 && rows >= matmul::weights_t::MIN_ROWS)
+            .then(|| matmul::weights_t::get(w.storage(), out, inp))
+            .flatten();
+        let wt = wt.as_ref().map(|t| t.as_slice());
+        let y = matmul::linear_in(self.precision, data(x), data(w), wt, b.map(data), &d)?;
         make_dims(y, x.shape().with_last(out).dims())
     }
 
