@@ -43,9 +43,11 @@ pub fn linear_in(
         // Every value is overwritten by the bias, so a kept buffer need not be zeroed first.
         Some(bias) => {
             let mut out = super::pool::scratch(rows * n);
-            for row in out.chunks_mut(n.max(1)) {
-                row.copy_from_slice(bias);
-            }
+            par::for_rows(&mut out, n.max(1), 1, |_, part| {
+                for row in part.chunks_mut(n.max(1)) {
+                    row.copy_from_slice(bias);
+                }
+            });
             out
         }
         None if k == 0 => super::pool::zeroed(rows * n),
