@@ -107,14 +107,11 @@ pub(super) fn forward(q: &T, k: &T, v: &T, scale: f32) -> Result<(T, T)> {
                 let at = |x| head(x, h, n * hd);
                 zeros(s, n * n);
                 matmul::product(at(qs), at(ks), s, n, n, hd, false, true, threaded, false);
-                super::simd::wide(
-                    #[inline(always)]
-                    || {
-                        for (srow, prow) in s.chunks(n).zip(ph.chunks_mut(n)) {
-                            ops::softmax_row(srow, prow, scale);
-                        }
-                    },
-                );
+                super::simd::wide_loop! {
+                    for (srow, prow) in s.chunks(n).zip(ph.chunks_mut(n)) {
+                        ops::softmax_row(srow, prow, scale);
+                    }
+                };
                 matmul::product(ph, at(vs), oh, n, hd, n, false, false, threaded, false);
             },
         );

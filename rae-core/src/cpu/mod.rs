@@ -105,14 +105,11 @@ fn map(x: &T, f: impl Fn(f32) -> f32 + Sync) -> T {
     let mut out = pool::scratch(xs.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
         // Zipped slices, not indices: no bounds checks, so the loop vectorises.
-        simd::wide(
-            #[inline(always)]
-            || {
-                for (v, &x) in o.iter_mut().zip(&xs[first..]) {
-                    *v = f(x);
-                }
-            },
-        )
+        simd::wide_loop! {
+            for (v, &x) in o.iter_mut().zip(&xs[first..]) {
+                *v = f(x);
+            }
+        }
     });
     make(out, x.shape().clone())
 }
@@ -121,14 +118,11 @@ fn zip(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync) -> T {
     let (xa, xb) = (data(a), data(b));
     let mut out = pool::scratch(xa.len());
     par::for_rows(&mut out, 1, 4, |first, o| {
-        simd::wide(
-            #[inline(always)]
-            || {
-                for ((v, &x), &y) in o.iter_mut().zip(&xa[first..]).zip(&xb[first..]) {
-                    *v = f(x, y);
-                }
-            },
-        )
+        simd::wide_loop! {
+            for ((v, &x), &y) in o.iter_mut().zip(&xa[first..]).zip(&xb[first..]) {
+                *v = f(x, y);
+            }
+        }
     });
     make(out, a.shape().clone())
 }

@@ -297,27 +297,24 @@ pub fn layernorm(
     // The sums in sixteen lanes (not one chain of dependent additions) and the loops at the
     // CPU's vector width.
     super::par::for_each_part(parts, |((y, x), (means, rstds))| {
-        super::simd::wide(
-            #[inline(always)]
-            || {
-                for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
-                    let mean = sum_lanes(row) / c as f32;
-                    let var = sum_lanes_of(row, |v| (v - mean) * (v - mean)) / c as f32;
-                    let rstd = 1.0 / sqrt(var + eps);
-                    means[r] = mean;
-                    rstds[r] = rstd;
-                    for (o, &v) in yr.iter_mut().zip(row) {
-                        *o = (v - mean) * rstd;
-                    }
-                    if let Some(g) = gamma {
-                        yr.iter_mut().zip(g).for_each(|(o, &g)| *o *= g);
-                    }
-                    if let Some(b) = beta {
-                        yr.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
-                    }
+        super::simd::wide_loop! {
+            for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                let mean = sum_lanes(row) / c as f32;
+                let var = sum_lanes_of(row, |v| (v - mean) * (v - mean)) / c as f32;
+                let rstd = 1.0 / sqrt(var + eps);
+                means[r] = mean;
+                rstds[r] = rstd;
+                for (o, &v) in yr.iter_mut().zip(row) {
+                    *o = (v - mean) * rstd;
                 }
-            },
-        )
+                if let Some(g) = gamma {
+                    yr.iter_mut().zip(g).for_each(|(o, &g)| *o *= g);
+                }
+                if let Some(b) = beta {
+                    yr.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+                }
+            }
+        }
     });
     (y, means, rstds)
 }
@@ -343,24 +340,21 @@ pub fn rmsnorm(x: &[f32], w: Option<&[f32]>, c: usize, eps: f32) -> (Vec<f32>, V
         .zip(x.chunks(per * c))
         .zip(rstds.chunks_mut(per));
     super::par::for_each_part(parts, |((y, x), rstds)| {
-        super::simd::wide(
-            #[inline(always)]
-            || {
-                for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
-                    let ms = sum_lanes_of(row, |v| v * v) / c as f32;
-                    let rstd = 1.0 / sqrt(ms + eps);
-                    rstds[r] = rstd;
-                    match w {
-                        Some(w) => {
-                            for ((o, &v), &w) in yr.iter_mut().zip(row).zip(w) {
-                                *o = v * rstd * w;
-                            }
+        super::simd::wide_loop! {
+            for (r, (yr, row)) in y.chunks_mut(c).zip(x.chunks(c)).enumerate() {
+                let ms = sum_lanes_of(row, |v| v * v) / c as f32;
+                let rstd = 1.0 / sqrt(ms + eps);
+                rstds[r] = rstd;
+                match w {
+                    Some(w) => {
+                        for ((o, &v), &w) in yr.iter_mut().zip(row).zip(w) {
+                            *o = v * rstd * w;
                         }
-                        None => yr.iter_mut().zip(row).for_each(|(o, &v)| *o = v * rstd),
                     }
+                    None => yr.iter_mut().zip(row).for_each(|(o, &v)| *o = v * rstd),
                 }
-            },
-        )
+            }
+        }
     });
     (y, rstds)
 }

@@ -139,15 +139,12 @@ pub(super) fn softmax(x: &T, scale: f32) -> Result<T> {
     let xs = data(x);
     let mut out = super::pool::scratch(xs.len());
     par::for_rows(&mut out, c, 8, |first, o| {
-        super::simd::wide(
-            #[inline(always)]
-            || {
-                for (r, orow) in o.chunks_mut(c).enumerate() {
-                    let row = &xs[(first + r) * c..(first + r + 1) * c];
-                    ops::softmax_row(row, orow, scale);
-                }
-            },
-        )
+        super::simd::wide_loop! {
+            for (r, orow) in o.chunks_mut(c).enumerate() {
+                let row = &xs[(first + r) * c..(first + r + 1) * c];
+                ops::softmax_row(row, orow, scale);
+            }
+        }
     });
     Ok(make(out, x.shape().clone()))
 }
@@ -196,18 +193,15 @@ pub(super) fn swiglu(u: &T) -> Result<T> {
     let us = data(u);
     let mut out = super::pool::scratch(rows * h);
     par::for_rows(&mut out, h, 8, |first, o| {
-        super::simd::wide(
-            #[inline(always)]
-            || {
-                for (r, orow) in o.chunks_mut(h).enumerate() {
-                    let base = (first + r) * 2 * h;
-                    let (a, b) = us[base..base + 2 * h].split_at(h);
-                    for ((y, &a), &b) in orow.iter_mut().zip(a).zip(b) {
-                        *y = ops::silu(a) * b;
-                    }
+        super::simd::wide_loop! {
+            for (r, orow) in o.chunks_mut(h).enumerate() {
+                let base = (first + r) * 2 * h;
+                let (a, b) = us[base..base + 2 * h].split_at(h);
+                for ((y, &a), &b) in orow.iter_mut().zip(a).zip(b) {
+                    *y = ops::silu(a) * b;
                 }
-            },
-        )
+            }
+        }
     });
     Ok(make(out, u.shape().with_last(h)))
 }
@@ -219,23 +213,20 @@ pub(super) fn swiglu_backward(u: &T, dy: &T) -> Result<T> {
     let (us, ds) = (data(u), data(dy));
     let mut out = super::pool::scratch(rows * 2 * h);
     par::for_rows(&mut out, 2 * h, 8, |first, o| {
-        super::simd::wide(
-            #[inline(always)]
-            || {
-                for (r, orow) in o.chunks_mut(2 * h).enumerate() {
-                    let row = first + r;
-                    let (ua, ub) = us[row * 2 * h..(row + 1) * 2 * h].split_at(h);
-                    let (da, db) = orow.split_at_mut(h);
-                    let drow = &ds[row * h..(row + 1) * h];
-                    for ((((oa, ob), &a), &b), &d) in
-                        da.iter_mut().zip(db).zip(ua).zip(ub).zip(drow)
-                    {
-                        *oa = d * b * ops::unary_grad(Unary::Silu, a);
-                        *ob = d * ops::silu(a);
-                    }
+        super::simd::wide_loop! {
+            for (r, orow) in o.chunks_mut(2 * h).enumerate() {
+                let row = first + r;
+                let (ua, ub) = us[row * 2 * h..(row + 1) * 2 * h].split_at(h);
+                let (da, db) = orow.split_at_mut(h);
+                let drow = &ds[row * h..(row + 1) * h];
+                for ((((oa, ob), &a), &b), &d) in
+                    da.iter_mut().zip(db).zip(ua).zip(ub).zip(drow)
+                {
+                    *oa = d * b * ops::unary_grad(Unary::Silu, a);
+                    *ob = d * ops::silu(a);
                 }
-            },
-        )
+            }
+        }
     });
     Ok(make(out, u.shape().clone()))
 }

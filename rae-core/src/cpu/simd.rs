@@ -25,6 +25,20 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `wide_loop! { body }`: runs the block through [`wide`] as a closure marked `#[inline(always)]`.
+/// Without the mark LLVM may leave a large closure (a GELU loop) as a call out of the
+/// AVX-512 function, and the loop then runs at the baseline width: every caller goes
+/// through this macro so none can forget it.
+macro_rules! wide_loop {
+    ($($body:tt)*) => {
+        $crate::cpu::simd::wide(
+            #[inline(always)]
+            || { $($body)* },
+        )
+    };
+}
+pub(crate) use wide_loop;
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86 {
     /// `f` compiled with AVX-512F.
