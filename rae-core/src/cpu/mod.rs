@@ -10,6 +10,9 @@ mod attention;
 mod conv;
 mod layout;
 mod matmul;
+pub use matmul::{
+    kernel as matmul_kernel, set_kernel as set_matmul_kernel, Kernel as MatmulKernel,
+};
 mod ops;
 pub mod par;
 pub mod pool;

@@ -97,7 +97,8 @@ const AVX512_NV: usize = 2;
 const AVX2_MR: usize = 6;
 const AVX2_NV: usize = 2;
 
-/// `out[m, n] += op(a)[m, k] · op(b)[k, n]` at the widest level this CPU supports.
+/// `out[m, n] = op(a)[m, k] · op(b)[k, n]`, added to what `out` holds when `acc`, at the
+/// widest level this CPU supports.
 pub(super) fn blocked(
     a: &[f32],
     b: &[f32],
@@ -108,12 +109,14 @@ pub(super) fn blocked(
     oa: Operand,
     ob: Operand,
     threaded: bool,
+    acc: bool,
 ) {
-    blocked_at(Level::detect(), a, b, out, m, n, k, oa, ob, threaded);
+    blocked_at(Level::detect(), a, b, out, m, n, k, oa, ob, threaded, acc);
 }
 
 /// [`blocked`] with the micro-kernel of `level`; an unsupported level falls back to the
 /// baseline. Tests use it to check every level the CPU has.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn blocked_at(
     level: Level,
     a: &[f32],
@@ -125,8 +128,15 @@ pub(crate) fn blocked_at(
     oa: Operand,
     ob: Operand,
     threaded: bool,
+    acc: bool,
 ) {
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            out[..m * n].fill(0.0);
+        }
         return;
     }
     assert!(out.len() >= m * n, "matmul output too short");
@@ -170,17 +180,21 @@ pub(crate) fn blocked_at(
         m,
         n,
         k,
+        acc,
         grid,
         next_panel: AtomicUsize::new(0),
         packed: AtomicUsize::new(0),
         next_block: AtomicUsize::new(0),
     };
     let work = || run(level, &job);
+    // Helpers are tasks on rayon's pool (already running, and the pool every other op of
+    // the backend uses), not threads started for each product. A helper that starts late
+    // finds nothing left and returns; the caller never waits for one to start.
     #[cfg(feature = "std")]
     if workers > 1 {
-        std::thread::scope(|s| {
+        rayon::scope(|s| {
             for _ in 1..workers.min(grid.blocks()) {
-                s.spawn(work);
+                s.spawn(|_| work());
             }
             work();
         });
@@ -283,6 +297,8 @@ struct Job<'a> {
     m: usize,
     n: usize,
     k: usize,
+    /// Add to what `out` holds (else the first `K` slice overwrites it).
+    acc: bool,
     grid: Grid,
     /// Next panel to pack: `op(a)`'s first, then `op(b)`'s.
     next_panel: AtomicUsize,
@@ -376,6 +392,7 @@ unsafe fn work<V: Simd, const MR: usize, const NV: usize>(job: &Job<'_>) {
         let (ip1, jp1) = ((ip0 + g.mp).min(g.m_panels), (jp0 + g.np).min(g.n_panels));
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
+            let add = job.acc || pc > 0;
             for jp in jp0..jp1 {
                 let b = bp[jp * k * nr + pc * nr..].as_ptr();
                 let cols = nr.min(n - jp * nr);
@@ -387,7 +404,7 @@ unsafe fn work<V: Simd, const MR: usize, const NV: usize>(job: &Job<'_>) {
                     // the m × n output, in this worker's block.
                     unsafe {
                         let c = job.out.0.add(ip * MR * n + jp * nr);
-                        tile_any::<V, MR, NV>(kc, a, b, c, n, r, cols);
+                        tile_any::<V, MR, NV>(kc, a, b, c, n, r, cols, add);
                     }
                 }
             }
@@ -446,9 +463,9 @@ mod tests {
         let a = data(m * k, (m * 31 + k) as u64);
         let b = data(k * n, (n * 17 + k) as u64 + 7);
         let want = reference(&a, &b, m, n, k, ta, tb);
-        let mut got = vec![0.0f32; m * n];
+        let mut got = vec![f32::NAN; m * n];
         let (oa, ob) = (Operand::new(m, k, ta), Operand::new(k, n, tb));
-        blocked_at(level, &a, &b, &mut got, m, n, k, oa, ob, threaded);
+        blocked_at(level, &a, &b, &mut got, m, n, k, oa, ob, threaded, false);
         let scale = want.iter().fold(1e-30f64, |s, w| s.max(w.abs()));
         let err = got
             .iter()
@@ -505,10 +522,11 @@ mod tests {
             let (m, n, k) = (19, 37, 41);
             let (a, b) = (data(m * k, 3), data(k * n, 4));
             let (oa, ob) = (Operand::new(m, k, false), Operand::new(k, n, false));
-            let mut once = vec![0.0f32; m * n];
-            blocked_at(level, &a, &b, &mut once, m, n, k, oa, ob, false);
+            // Overwritten without `acc`: what the buffer held does not count.
+            let mut once = vec![f32::NAN; m * n];
+            blocked_at(level, &a, &b, &mut once, m, n, k, oa, ob, false, false);
             let mut twice = once.clone();
-            blocked_at(level, &a, &b, &mut twice, m, n, k, oa, ob, false);
+            blocked_at(level, &a, &b, &mut twice, m, n, k, oa, ob, false, true);
             for (t, o) in twice.iter().zip(&once) {
                 assert!((t - 2.0 * o).abs() <= 1e-5 * o.abs().max(1.0));
             }

@@ -159,27 +159,29 @@ pub(super) unsafe fn tile_any<V: Simd, const MR: usize, const NV: usize>(
     ldc: usize,
     r: usize,
     cols: usize,
+    add: bool,
 ) {
     // SAFETY: each arm reads at most `MR` rows of the panel and writes `r` rows.
     unsafe {
         if r == MR {
-            tile::<V, MR, NV>(kc, a, MR, b, c, ldc, r, cols)
+            tile::<V, MR, NV>(kc, a, MR, b, c, ldc, r, cols, add)
         } else if r == 1 && MR > 1 {
-            tile::<V, 1, NV>(kc, a, MR, b, c, ldc, r, cols)
+            tile::<V, 1, NV>(kc, a, MR, b, c, ldc, r, cols, add)
         } else if r <= 2 && MR > 2 {
-            tile::<V, 2, NV>(kc, a, MR, b, c, ldc, r, cols)
+            tile::<V, 2, NV>(kc, a, MR, b, c, ldc, r, cols, add)
         } else if r <= 4 && MR > 4 {
-            tile::<V, 4, NV>(kc, a, MR, b, c, ldc, r, cols)
+            tile::<V, 4, NV>(kc, a, MR, b, c, ldc, r, cols, add)
         } else if r <= 8 && MR > 8 {
-            tile::<V, 8, NV>(kc, a, MR, b, c, ldc, r, cols)
+            tile::<V, 8, NV>(kc, a, MR, b, c, ldc, r, cols, add)
         } else {
-            tile::<V, MR, NV>(kc, a, MR, b, c, ldc, r, cols)
+            tile::<V, MR, NV>(kc, a, MR, b, c, ldc, r, cols, add)
         }
     }
 }
 
 /// The micro-kernel: `c[i, j] += Σ_p a[p·astep + i] · b[p·NR + j]` for `i < r ≤ R`,
-/// `j < cols ≤ NR`, with the `R × NR` sums held in registers.
+/// `j < cols ≤ NR` (`=` instead of `+=` unless `add`), with the `R × NR` sums held in
+/// registers.
 ///
 /// # Safety
 /// `a` is valid for `kc · astep` reads (`astep ≥ R`), `b` for `kc · NR`, `c` for rows
@@ -194,12 +196,13 @@ unsafe fn tile<V: Simd, const R: usize, const NV: usize>(
     ldc: usize,
     r: usize,
     cols: usize,
+    add: bool,
 ) {
     let nr = NV * V::LANES;
     // SAFETY: every pointer offset stays inside the ranges the caller vouches for.
     unsafe {
         // The output tile is read only after the loop: start fetching it now.
-        for i in 0..r {
+        for i in (0..r).filter(|_| add) {
             V::prefetch(c.wrapping_add(i * ldc));
             V::prefetch(c.wrapping_add(i * ldc + cols - 1));
         }
@@ -221,7 +224,7 @@ unsafe fn tile<V: Simd, const R: usize, const NV: usize>(
             for (i, row) in acc.iter().enumerate() {
                 for (v, &x) in row.iter().enumerate() {
                     let p = c.add(i * ldc + v * V::LANES);
-                    V::store(p, V::add(V::load(p), x));
+                    V::store(p, if add { V::add(V::load(p), x) } else { x });
                 }
             }
         } else {
@@ -234,7 +237,9 @@ unsafe fn tile<V: Simd, const R: usize, const NV: usize>(
             }
             for (i, brow) in buf.iter().enumerate().take(r) {
                 for j in 0..cols {
-                    *c.add(i * ldc + j) += brow[j / V::LANES][j % V::LANES];
+                    let x = brow[j / V::LANES][j % V::LANES];
+                    let p = c.add(i * ldc + j);
+                    *p = if add { *p + x } else { x };
                 }
             }
         }
